@@ -1,0 +1,61 @@
+# The two commands: `make run` (the main job) and `make test`. Both set up the virtual environment
+# first when it is missing or older than the pinned requirements.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export AWS_DEFAULT_REGION ?= us-east-1
+export PYTHONDONTWRITEBYTECODE := 1
+
+# A python3.13 that runs: PATH first, then pyenv's versions.
+PYTHON313 := $(shell bash devtools/find-python313.sh)
+
+.PHONY: help setup run test lint template-check bench invoke build clean
+
+help:
+	@echo "make run     - the whole pipeline on an embedded AWS (moto) and the gateway emulator (or the real gateway when QUANT_API_TOKEN is set)"
+	@echo "make test    - lint, template checks and the test suite"
+	@echo "make bench   - every benchmark under bench/"
+	@echo "make invoke FN=<LogicalId> EVENT=events/<file>.json [ENV=env.json] [OBJECT=path] - run one function like 'sam local invoke'"
+	@echo "make build   - sam build (needs python3.13, found automatically)"
+
+$(STAMP): requirements-dev.txt src/requirements.txt
+	@if [ -z "$(PYTHON313)" ]; then echo "error: python3.13 not found on PATH or under pyenv (install it: pyenv install 3.13)" >&2; exit 1; fi
+	@echo "setting up $(VENV) with $(PYTHON313)"
+	rm -rf $(VENV)
+	$(PYTHON313) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m devtools.run $(if $(FILES),--files $(FILES)) $(if $(PROMPT),--prompt "$(PROMPT)")
+
+invoke: $(STAMP)
+	@if [ -z "$(FN)" ] || [ -z "$(EVENT)" ]; then echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json [ENV=env.json] [OBJECT=path]" >&2; exit 2; fi
+	$(PY) -m devtools.invoke $(FN) $(EVENT) $(if $(ENV),--env $(ENV)) $(if $(OBJECT),--object $(OBJECT))
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+template-check: $(STAMP)
+	$(VENV)/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules
+	$(VENV)/bin/sam validate --lint --template template.yaml
+	$(VENV)/bin/sam validate --template template.yaml
+
+test: $(STAMP) lint template-check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
+
+build: $(STAMP)
+	$(VENV)/bin/sam build --cached
+
+clean:
+	rm -rf $(VENV) .aws-sam out .pytest_cache
