@@ -1,0 +1,29 @@
+"""FinishRequestFunction: after every execution of a request ended, completes or fails its record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from shared.records import Status
+from shared.runtime import runtime
+from shared.tool_executions import finish_request
+
+logger = Logger()
+
+
+@logger.inject_lambda_context(correlation_id_path="requestId", clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    rt = runtime()
+    request_id = event["requestId"]
+    finished = finish_request(request_id, event["executions"], records=rt.records, results=rt.results)
+    if finished is not None:
+        if finished["status"] == Status.COMPLETED:
+            rt.telemetry.request_completed()
+        else:
+            rt.telemetry.request_failed("ToolExecutionFailed")
+    record = finished or rt.records.get(request_id) or {}
+    # Sends the notification unless an earlier try of this step already did (a retried step lands here).
+    rt.pipeline.resume(record)
+    return {"requestId": request_id, "finishedNow": finished is not None, "status": record.get("status")}

@@ -1,0 +1,41 @@
+"""S3UploadFunction: uploads under the input prefix, via UploadEventsQueue (or a plain S3 event)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from shared.batch import RetryBackoff, SqsMessage, is_sqs_event, process_batch
+from shared.errors import ConfigurationError
+from shared.lambda_context import time_budget
+from shared.runtime import runtime
+from shared.uploads import process_upload, process_upload_message, uploads_in
+
+logger = Logger()
+MAX_PARALLEL_UPLOADS = 10
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    rt = runtime()
+    budget = time_budget(context)
+    try:
+        _ = rt.routing_rules  # validated at cold start, so a bad rule file is loud at once
+    except ConfigurationError:
+        logger.exception(
+            "routing rules are invalid; every upload fails (and is retried) until they are fixed"
+        )
+    if is_sqs_event(event):
+        messages = [SqsMessage.from_record(r) for r in event["Records"]]
+        return process_batch(
+            messages,
+            lambda message: process_upload_message(rt, message, budget_seconds=budget),
+            max_workers=MAX_PARALLEL_UPLOADS,
+            on_failure=RetryBackoff(rt.sqs, rt.settings.retry_base_delay_seconds),
+        )
+    # A plain S3 notification (sam local invoke, or a bucket wired straight to the function).
+    outcomes = [
+        process_upload(rt, upload, receive_count=1, budget_seconds=budget) for upload in uploads_in(event)
+    ]
+    return {"outcomes": [o.__dict__ for o in outcomes if o]}

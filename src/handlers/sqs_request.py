@@ -1,0 +1,28 @@
+"""SqsRequestFunction: JSON chat requests from RequestQueue, the messages of a batch run concurrently."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from shared.batch import RetryBackoff, SqsMessage, process_batch
+from shared.lambda_context import time_budget
+from shared.queued_requests import process_request_message
+from shared.runtime import runtime
+
+logger = Logger()
+MAX_PARALLEL_REQUESTS = 10
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    rt = runtime()
+    budget = time_budget(context)
+    messages = [SqsMessage.from_record(r) for r in event.get("Records", [])]
+    return process_batch(
+        messages,
+        lambda message: process_request_message(rt, message, budget_seconds=budget),
+        max_workers=MAX_PARALLEL_REQUESTS,
+        on_failure=RetryBackoff(rt.sqs, rt.settings.retry_base_delay_seconds),
+    )

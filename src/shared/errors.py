@@ -1,0 +1,84 @@
+"""The failures the pipeline knows by type: each says whether retrying could help."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every failure that ends up in a record's `error` field."""
+
+    retryable = False
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+
+class InvalidRequestError(PipelineError):
+    """A request, message, rule or override breaks a rule; `field` and `rule` say which."""
+
+    def __init__(self, field: str, rule: str):
+        self.field = field
+        self.rule = rule
+        super().__init__(f"{field}: {rule}" if field else rule)
+
+
+class UnsupportedMediaError(PipelineError):
+    """An item is of a type the gateway does not take; `detected` names what was found."""
+
+    def __init__(self, detected: str, message: str | None = None):
+        self.detected = detected
+        super().__init__(message or f"unsupported file type: {detected}")
+
+
+class MediaTooLargeError(PipelineError):
+    def __init__(self, what: str, size: int, limit: int):
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what} is {size} bytes, over the gateway's limit of {limit} bytes")
+
+
+class SourceNotFoundError(PipelineError):
+    """An object named by an event or an attachment does not exist (or cannot be read)."""
+
+
+class GatewayError(PipelineError):
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1):
+        self.status = status
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class PermanentGatewayError(GatewayError):
+    """A 4xx (other than 429) or a response that breaks the contract: retrying gives the same answer."""
+
+
+class GatewayAuthError(PermanentGatewayError):
+    """401 or 403: the token is missing, wrong or not allowed."""
+
+
+class GatewayNotFoundError(PermanentGatewayError):
+    """404: for a tool execution, it is unknown or expired (executions live 24 hours)."""
+
+
+class PayloadTooLargeError(PermanentGatewayError):
+    """413 from the gateway."""
+
+
+class TransientGatewayError(GatewayError):
+    """429, 5xx, timeouts, broken connections or truncated bodies: worth retrying later."""
+
+    retryable = True
+    retry_after: float | None = None  # seconds, from a 429's Retry-After
+
+
+class TransientStoreError(PipelineError):
+    """DynamoDB or S3 throttled or failed in a way that may pass."""
+
+    retryable = True
+
+
+class ConfigurationError(PipelineError):
+    """The deployment is misconfigured (e.g. invalid routing rules). Retryable: once it is fixed, the
+    retried or redriven messages go through."""
+
+    retryable = True

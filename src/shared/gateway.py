@@ -1,0 +1,236 @@
+"""The AI gateway client: validated requests, streamed bodies, typed errors, retries within a deadline."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from shared.body import encode_json_body
+from shared.errors import (
+    GatewayAuthError,
+    GatewayError,
+    GatewayNotFoundError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
+from shared.models import ChatRequest, ChatResponse, ToolExecution
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 90.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Capped exponential backoff with full jitter; `attempt` counts from 1."""
+        return rng.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+def invalid_request_from(error: ValidationError) -> InvalidRequestError:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    return InvalidRequestError(field or "request", first["msg"])
+
+
+class GatewayClient:
+    """One per process: it owns the connection pool. The token is asked of `token_provider` per request
+    (so a rotated secret is picked up through its cache) and is never stored, logged or shown."""
+
+    def __init__(
+        self,
+        base_url: str,
+        organisation: str,
+        token_provider: Callable[[], str],
+        *,
+        http: httpx.Client | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ):
+        self._api = f"{base_url.rstrip('/')}/api/v3/organizations/{organisation}/ai"
+        self._token_provider = token_provider
+        self._retry = retry or RetryPolicy()
+        self._http = http or httpx.Client(
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            follow_redirects=False,
+        )
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    def __repr__(self) -> str:
+        return f"GatewayClient({self._api!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def chat(
+        self,
+        request: ChatRequest | Mapping[str, Any],
+        *,
+        budget_seconds: float | None = None,
+        correlation_id: str | None = None,
+    ) -> ChatResponse:
+        """POST /chat. `budget_seconds` bounds every attempt and wait together (a Lambda passes its
+        remaining time minus a margin)."""
+        if not isinstance(request, ChatRequest):
+            try:
+                request = ChatRequest.model_validate(request)
+            except ValidationError as error:
+                raise invalid_request_from(error) from None
+        body = encode_json_body(request.model_dump(by_alias=True, exclude_none=True))
+        headers = {"Content-Type": "application/json", "Content-Length": str(body.length)}
+        return self._send(
+            "POST", "/chat", ChatResponse, budget_seconds, correlation_id, headers=headers, content=body
+        )
+
+    def get_execution(
+        self, execution_id: str, *, budget_seconds: float | None = None, correlation_id: str | None = None
+    ) -> ToolExecution:
+        """GET /tools/executions/{id}; 404 (unknown or expired) raises GatewayNotFoundError."""
+        return self._send(
+            "GET", f"/tools/executions/{execution_id}", ToolExecution, budget_seconds, correlation_id
+        )
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        model: type[ModelT],
+        budget_seconds: float | None,
+        correlation_id: str | None,
+        *,
+        headers: dict[str, str] | None = None,
+        content: Any = None,
+    ) -> ModelT:
+        deadline = None if budget_seconds is None else self._clock() + budget_seconds
+        last_error: GatewayError | None = None
+        for attempt in range(1, self._retry.max_attempts + 1):
+            remaining = None if deadline is None else deadline - self._clock()
+            if remaining is not None and remaining <= 0:
+                break
+            try:
+                return self._attempt(method, path, model, remaining, correlation_id, headers, content)
+            except TransientGatewayError as error:
+                error.attempts = attempt
+                last_error = error
+                delay = max(error.retry_after or 0.0, self._retry.backoff(attempt, self._rng))
+                if attempt == self._retry.max_attempts:
+                    break
+                if deadline is not None and self._clock() + delay >= deadline:
+                    break
+                logger.warning(
+                    "gateway %s %s failed (%s), attempt %d, retrying in %.2fs",
+                    method,
+                    path,
+                    error,
+                    attempt,
+                    delay,
+                )
+                self._sleep(delay)
+        if last_error is None:
+            last_error = TransientGatewayError(f"{method} {path}: no time left to call the gateway")
+        raise last_error
+
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        model: type[ModelT],
+        remaining: float | None,
+        correlation_id: str | None,
+        headers: dict[str, str] | None,
+        content: Any,
+    ) -> ModelT:
+        read_timeout = (
+            self._retry.read_timeout if remaining is None else min(self._retry.read_timeout, remaining)
+        )
+        timeout = httpx.Timeout(read_timeout, connect=min(self._retry.connect_timeout, read_timeout))
+        all_headers = {"Authorization": f"Bearer {self._token_provider()}", "Accept": "application/json"}
+        if correlation_id:
+            all_headers["X-Correlation-Id"] = correlation_id
+        all_headers.update(headers or {})
+        try:
+            response = self._http.request(
+                method, self._api + path, headers=all_headers, content=content, timeout=timeout
+            )
+        except httpx.TimeoutException as error:
+            raise TransientGatewayError(f"{method} {path}: {type(error).__name__}") from None
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
+            raise TransientGatewayError(f"{method} {path}: {type(error).__name__}: {error}") from None
+        return _parse(method, path, response, model)
+
+
+def _parse(method: str, path: str, response: httpx.Response, model: type[ModelT]) -> ModelT:
+    status = response.status_code
+    if status == 200:
+        try:
+            data = response.json()
+        except json.JSONDecodeError:
+            # A body cut short on the way: the same request may well succeed again.
+            raise TransientGatewayError(
+                f"{method} {path}: 200 with a body that is not complete JSON", status=status
+            ) from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as error:
+            raise PermanentGatewayError(
+                f"{method} {path}: response breaks the contract: {invalid_request_from(error)}", status=status
+            ) from None
+    message = f"{method} {path}: {status} {_error_text(response)}"
+    if status in TRANSIENT_STATUSES:
+        error = TransientGatewayError(message, status=status)
+        error.retry_after = _retry_after_seconds(response)
+        raise error
+    error_type = {
+        401: GatewayAuthError,
+        403: GatewayAuthError,
+        404: GatewayNotFoundError,
+        413: PayloadTooLargeError,
+    }
+    raise error_type.get(status, PermanentGatewayError)(message, status=status)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return response.text[:200]
+    if isinstance(data, dict):
+        return str(data.get("error") or data.get("message") or data)[:500]
+    return str(data)[:500]
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,167 @@
+"""One request from claim to record, the same for uploads and queued requests.
+
+claim the record -> build the request -> call the gateway -> result JSON to S3 -> record COMPLETED (or
+WAITING_FOR_TOOLS and start the poller) -> notify. Permanent failures end in FAILED at once; transient ones
+give the claim back and are raised, so SQS delivers the message again, and on the last delivery the record
+says FAILED "gave up after N attempts" before the message moves to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import PipelineError, TransientStoreError
+from shared.gateway import GatewayClient
+from shared.models import ChatRequest, ChatResponse
+from shared.notifications import Notifier
+from shared.poller import PollerStarter
+from shared.records import TERMINAL, RecordStore, Status, split_for_item
+from shared.results import ResultStore
+from shared.telemetry import Telemetry
+
+logger = logging.getLogger(__name__)
+
+
+class RequestBusyError(PipelineError):
+    """Another delivery of the same request holds its lease: try again later."""
+
+    retryable = True
+
+
+@dataclass
+class Job:
+    request_id: str
+    source: dict[str, Any]
+    build: Callable[[], ChatRequest]
+    result_key: str
+    receive_count: int = 1
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    request_id: str
+    status: str  # a record status, or "SKIPPED" when an earlier delivery already did the work
+    error: str | None = None
+
+
+@dataclass
+class Pipeline:
+    gateway: GatewayClient
+    records: RecordStore
+    results: ResultStore
+    notifier: Notifier
+    poller: PollerStarter
+    max_receive_count: int
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    clock: Callable[[], float] = time.monotonic
+
+    def run(self, job: Job, *, budget_seconds: float) -> Outcome:
+        claim = self.records.claim(
+            job.request_id, source=job.source, lease_seconds=budget_seconds + 30, metadata=job.metadata
+        )
+        if claim.outcome == "busy":
+            raise RequestBusyError(f"request {job.request_id} is being processed by another delivery")
+        if claim.outcome == "done":
+            self.resume(claim.record)
+            return Outcome(job.request_id, "SKIPPED")
+        try:
+            request = job.build()
+            started = self.clock()
+            response = self.gateway.chat(
+                request, budget_seconds=budget_seconds, correlation_id=job.request_id
+            )
+            latency = self.clock() - started
+        except PipelineError as error:
+            if not error.retryable:
+                return self.fail(job.request_id, error)
+            self._give_back(job, error)
+            raise
+        except Exception as error:
+            # Not a failure we know: keep the traceback and let SQS retry, but never lose the request.
+            logger.exception("unexpected failure of request %s", job.request_id)
+            self._give_back(job, error)
+            raise
+        self.telemetry.gateway_answered(request.model_id, latency, response.usage)
+        return self._store(job, request, response, latency)
+
+    def fail(
+        self, request_id: str, error: PipelineError | Exception, message: str | None = None, **kw: Any
+    ) -> Outcome:
+        self.records.fail(request_id, error, message=message, **kw)
+        self.telemetry.request_failed(getattr(error, "kind", type(error).__name__))
+        record = self.records.get(request_id)
+        if record and record.get("status") == Status.FAILED:
+            self._notify(record)
+        return Outcome(request_id, Status.FAILED.value, message or str(error))
+
+    def resume(self, record: dict[str, Any]) -> None:
+        """A redelivery found the work done: finish what the earlier delivery may not have."""
+        if record.get("status") == Status.WAITING_FOR_TOOLS:
+            self.poller.start(record["requestId"], record.get("executions") or [])
+        elif record.get("status") in TERMINAL and not record.get("notifiedAt"):
+            self._notify(record)
+
+    def _give_back(self, job: Job, error: Exception) -> None:
+        if job.receive_count >= self.max_receive_count:
+            self.fail(job.request_id, error, message=f"gave up after {job.receive_count} attempts: {error}")
+        elif isinstance(error, PipelineError):
+            self.records.release(job.request_id, error)
+
+    def _store(self, job: Job, request: ChatRequest, response: ChatResponse, latency: float) -> Outcome:
+        executions = [
+            {
+                "executionId": t.execution_id,
+                "toolName": t.name,
+                "toolUseId": t.tool_use_id,
+                "status": t.status,
+            }
+            for t in response.pending_executions
+        ]
+        result = {
+            "requestId": job.request_id,
+            "modelId": response.model or request.model_id,
+            "pattern": response.pattern,
+            "content": response.response.content,
+            "toolUse": [t.model_dump(by_alias=True, exclude_none=True) for t in response.tool_uses] or None,
+            "finishReason": response.finish_reason,
+            "usage": response.usage.model_dump(by_alias=True) if response.usage else None,
+            "gatewayRequestId": response.request_id,
+            "latencyMs": round(latency * 1000),
+        }
+        location = self.results.put_json(
+            job.result_key,
+            {**result, "source": job.source, "metadata": job.metadata, "executions": executions},
+        )
+        fields, in_s3 = split_for_item(
+            {k: v for k, v in result.items() if v is not None and k != "requestId"}
+        )
+        fields.update(resultLocation=location, resultInS3Only=in_s3)
+        if executions:
+            fields["executions"] = executions
+            moved = self.records.finish(
+                job.request_id, Status.WAITING_FOR_TOOLS, fields, allowed_from=(Status.PROCESSING,)
+            )
+            if moved:
+                self.poller.start(job.request_id, executions)
+            return Outcome(job.request_id, Status.WAITING_FOR_TOOLS.value)
+        if self.records.finish(job.request_id, Status.COMPLETED, fields, allowed_from=(Status.PROCESSING,)):
+            self.telemetry.request_completed()
+            record = self.records.get(job.request_id)
+            if record:
+                self._notify(record)
+        else:
+            logger.warning("request %s had already moved on; its record was left as it was", job.request_id)
+        return Outcome(job.request_id, Status.COMPLETED.value)
+
+    def _notify(self, record: dict[str, Any]) -> None:
+        try:
+            self.notifier.request_finished(record)
+        except TransientStoreError:
+            logger.warning("notification for %s failed; a redelivery will send it", record["requestId"])
+            raise
+        self.records.mark_notified(record["requestId"])

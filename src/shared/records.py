@@ -1,0 +1,261 @@
+"""The request record in DynamoDB: one item per requestId, whose status only moves forward.
+
+PROCESSING -> WAITING_FOR_TOOLS -> COMPLETED | FAILED, and PROCESSING -> COMPLETED | FAILED. A worker
+claims a record (a lease) before calling the gateway, so two deliveries of one event never both call it;
+a record FAILED only because retries ran out (retryable) can be claimed again, for a DLQ redrive.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+
+from shared.errors import PipelineError, TransientStoreError
+
+# DynamoDB's item limit is 400 KB; leave room for the other attributes and the attribute names.
+MAX_INLINE_RESULT_BYTES = 300 * 1024
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+    }
+)
+
+
+class Status(StrEnum):
+    PROCESSING = "PROCESSING"
+    WAITING_FOR_TOOLS = "WAITING_FOR_TOOLS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED})
+
+
+def utc_now_iso(clock: float | None = None) -> str:
+    moment = datetime.now(UTC) if clock is None else datetime.fromtimestamp(clock, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def error_fields(error: PipelineError | Exception, message: str | None = None) -> dict[str, Any]:
+    retryable = isinstance(error, PipelineError) and error.retryable
+    kind = error.kind if isinstance(error, PipelineError) else type(error).__name__
+    return {"kind": kind, "message": message or str(error), "retryable": retryable}
+
+
+def to_dynamo(value: Any) -> Any:
+    """DynamoDB wants Decimal, not float."""
+    return json.loads(json.dumps(value), parse_float=Decimal)
+
+
+def from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_dynamo(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: Literal["claimed", "done", "busy"]
+    record: dict[str, Any]
+
+    @property
+    def attempts(self) -> int:
+        return int(self.record.get("attempts", 0))
+
+
+class RecordStore:
+    def __init__(self, table: Any, *, ttl_days: int, clock: Any = time.time):
+        self._table = table
+        self._ttl_days = ttl_days
+        self._clock = clock
+
+    def get(self, request_id: str) -> dict[str, Any] | None:
+        item = self._call(self._table.get_item, Key={"requestId": request_id}, ConsistentRead=True).get(
+            "Item"
+        )
+        return from_dynamo(item) if item else None
+
+    def claim(
+        self,
+        request_id: str,
+        *,
+        source: dict[str, Any],
+        lease_seconds: float,
+        metadata: dict[str, Any] | None,
+    ) -> Claim:
+        """Takes the record for one attempt: creates it, or takes over an expired lease, or re-opens a
+        record that failed only because retries ran out. Otherwise says why not."""
+        now = self._clock()
+        values = {
+            ":processing": Status.PROCESSING.value,
+            ":failed": Status.FAILED.value,
+            ":now": utc_now_iso(now),
+            ":now_epoch": to_dynamo(now),
+            ":lease": to_dynamo(now + lease_seconds),
+            ":source": to_dynamo(source),
+            ":zero": 0,
+            ":one": 1,
+            ":true": True,
+        }
+        sets = [
+            "#status = :processing",
+            "#source = if_not_exists(#source, :source)",
+            "createdAt = if_not_exists(createdAt, :now)",
+            "updatedAt = :now",
+            "leaseUntil = :lease",
+            "attempts = if_not_exists(attempts, :zero) + :one",
+        ]
+        if self._ttl_days:
+            sets.append("expiresAt = :expires")
+            values[":expires"] = int(now + self._ttl_days * 86400)
+        if metadata:
+            sets.append("metadata = :metadata")
+            values[":metadata"] = to_dynamo(metadata)
+        try:
+            result = self._call(
+                self._table.update_item,
+                Key={"requestId": request_id},
+                UpdateExpression="SET " + ", ".join(sets) + " REMOVE #error",
+                ConditionExpression=(
+                    "attribute_not_exists(requestId)"
+                    " OR (#status = :processing AND leaseUntil < :now_epoch)"
+                    " OR (#status = :failed AND #error.retryable = :true)"
+                ),
+                ExpressionAttributeNames={"#status": "status", "#source": "source", "#error": "error"},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            record = from_dynamo(error.response.get("Item") or {}) or (self.get(request_id) or {})
+            outcome = "busy" if record.get("status") == Status.PROCESSING else "done"
+            return Claim(outcome, record)
+        return Claim("claimed", from_dynamo(result["Attributes"]))
+
+    def release(self, request_id: str, error: PipelineError) -> None:
+        """Gives the lease back after a transient failure, so the next delivery may try at once."""
+        self._update(
+            request_id,
+            {"leaseUntil": 0, "lastError": error_fields(error)},
+            allowed_from=(Status.PROCESSING,),
+        )
+
+    def finish(
+        self, request_id: str, status: Status, fields: dict[str, Any], *, allowed_from: tuple[Status, ...]
+    ) -> bool:
+        """Moves the record forward to `status`; False when it had already moved on (a duplicate)."""
+        return self._update(request_id, {"status": status.value, **fields}, allowed_from=allowed_from)
+
+    def fail(
+        self,
+        request_id: str,
+        error: PipelineError | Exception,
+        *,
+        message: str | None = None,
+        source: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> bool:
+        """Records FAILED, creating the record if the request never got as far as a claim."""
+        fields: dict[str, Any] = {
+            "status": Status.FAILED.value,
+            "error": error_fields(error, message),
+            **(extra or {}),
+        }
+        if source is not None:
+            fields["source"] = source
+        return self._update(
+            request_id,
+            fields,
+            allowed_from=(Status.PROCESSING, Status.WAITING_FOR_TOOLS),
+            create=True,
+            remove=("leaseUntil",),
+        )
+
+    def mark_notified(self, request_id: str) -> None:
+        self._update(request_id, {"notifiedAt": utc_now_iso(self._clock())}, allowed_from=tuple(TERMINAL))
+
+    def _update(
+        self,
+        request_id: str,
+        fields: dict[str, Any],
+        *,
+        allowed_from: tuple[Status, ...],
+        create: bool = False,
+        remove: tuple[str, ...] = (),
+    ) -> bool:
+        now = self._clock()
+        fields = {"updatedAt": utc_now_iso(now), **fields}
+        if create:
+            fields.setdefault("createdAt", None)
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values: dict[str, Any] = {}
+        sets = []
+        for placeholder, name in names.items():
+            value = fields[name]
+            if name == "createdAt":
+                sets.append(f"{placeholder} = if_not_exists({placeholder}, :createdAt)")
+                values[":createdAt"] = utc_now_iso(now)
+            else:
+                sets.append(f"{placeholder} = :v{placeholder[2:]}")
+                values[f":v{placeholder[2:]}"] = to_dynamo(value)
+        if self._ttl_days:
+            sets.append("expiresAt = :expires")
+            values[":expires"] = int(now + self._ttl_days * 86400)
+        names["#status"] = "status"
+        allowed = [f":from{i}" for i in range(len(allowed_from))]
+        values.update({f":from{i}": status.value for i, status in enumerate(allowed_from)})
+        condition = f"#status IN ({', '.join(allowed)})"
+        if create:
+            condition = f"attribute_not_exists(requestId) OR {condition}"
+        expression = "SET " + ", ".join(sets)
+        if remove:
+            expression += " REMOVE " + ", ".join(remove)
+        try:
+            self._call(
+                self._table.update_item,
+                Key={"requestId": request_id},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    @staticmethod
+    def _call(operation: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return operation(**kwargs)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in THROTTLING_CODES:
+                raise TransientStoreError(f"DynamoDB {error.response['Error']['Code']}") from error
+            raise
+
+
+def split_for_item(result: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The result fields to keep in the item: all of them, or none of the bulky ones when too big."""
+    if len(json.dumps(result, default=str).encode()) <= MAX_INLINE_RESULT_BYTES:
+        return result, False
+    slim = {k: v for k, v in result.items() if k not in ("content", "toolUse")}
+    return slim, True

@@ -1,0 +1,108 @@
+"""Routing rules: which request an upload becomes, chosen by key prefix, suffix or detected kind.
+
+The rules are YAML bundled with the code (routing_rules.yaml), optionally replaced by an SSM parameter.
+They are validated when loaded: a bad rule file fails loudly, naming the rule and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from shared.errors import InvalidRequestError
+from shared.models import JsonResponseFormat, ToolConfig, WireModel
+
+BUNDLED_RULES = Path(__file__).with_name("routing_rules.yaml")
+
+
+class RuleMatch(WireModel):
+    prefix: str | None = None
+    suffix: str | None = None
+    kind: Literal["image", "video", "document", "text"] | None = None
+
+    def matches(self, key: str, kind: str) -> bool:
+        return (
+            (self.prefix is None or key.startswith(self.prefix))
+            and (self.suffix is None or key.lower().endswith(self.suffix.lower()))
+            and (self.kind is None or kind == self.kind)
+        )
+
+
+class RequestSettings(WireModel):
+    model_id: str | None = None
+    system_prompt: str | None = None
+    prompt: str | None = Field(default=None, min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    response_format: JsonResponseFormat | None = None
+    tool_config: ToolConfig | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The ChatRequest fields this sets (the prompt and model are handled apart)."""
+        return {
+            name: getattr(self, name)
+            for name in ("system_prompt", "temperature", "max_tokens", "response_format", "tool_config")
+            if getattr(self, name) is not None
+        }
+
+
+class Rule(RequestSettings):
+    name: str = Field(min_length=1)
+    match: RuleMatch
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> Rule:
+        if self.match.prefix is None and self.match.suffix is None and self.match.kind is None:
+            raise ValueError("match needs at least one of prefix, suffix, kind")
+        return self
+
+
+class DefaultRule(RequestSettings):
+    prompts: dict[Literal["image", "video", "document", "text"], str] = Field(default_factory=dict)
+
+    def prompt_for(self, kind: str) -> str:
+        return self.prompts.get(kind) or self.prompt or "Describe this file."  # type: ignore[call-overload]
+
+
+class RoutingRules(WireModel):
+    rules: list[Rule] = Field(default_factory=list)
+    default: DefaultRule
+
+    def choose(self, key: str, kind: str) -> tuple[str, RequestSettings]:
+        """The rule's name and settings (the first rule that matches, else the default)."""
+        for rule in self.rules:
+            if rule.match.matches(key, kind):
+                return rule.name, rule
+        return "default", self.default
+
+    def prompt_for(self, settings: RequestSettings, kind: str) -> str:
+        return settings.prompt or self.default.prompt_for(kind)
+
+
+def parse_rules(text: str, origin: str) -> RoutingRules:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise InvalidRequestError(origin, f"routing rules are not valid YAML: {error}") from None
+    try:
+        return RoutingRules.model_validate(data)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        location = list(problem["loc"])
+        where = ".".join(str(p) for p in location)
+        if len(location) >= 2 and location[0] == "rules" and isinstance(location[1], int):
+            rules = (data or {}).get("rules") or []
+            index = location[1]
+            name = rules[index].get("name") if index < len(rules) and isinstance(rules[index], dict) else None
+            where = f"rule {name or index!r}: " + ".".join(str(p) for p in location[2:])
+        raise InvalidRequestError(origin, f"{where}: {problem['msg']}") from None
+
+
+def load_rules(parameter_name: str = "", ssm_client: Any = None) -> RoutingRules:
+    if parameter_name:
+        value = ssm_client.get_parameter(Name=parameter_name)["Parameter"]["Value"]
+        return parse_rules(value, f"SSM parameter {parameter_name}")
+    return parse_rules(BUNDLED_RULES.read_text(), str(BUNDLED_RULES.name))

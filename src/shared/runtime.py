@@ -1,0 +1,89 @@
+"""The per-process dependencies of a function, each built on first use (not at import) and then reused,
+as Lambda reuses a warm process: one gateway connection pool, one client per AWS service."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from shared.config import Settings
+from shared.errors import ConfigurationError, InvalidRequestError
+from shared.gateway import GatewayClient
+from shared.notifications import Notifier
+from shared.pipeline import Pipeline
+from shared.poller import PollerStarter
+from shared.records import RecordStore
+from shared.results import ResultStore
+from shared.routing import RoutingRules, load_rules
+from shared.telemetry import Telemetry
+
+# Adaptive retries absorb AWS throttling before it reaches our own error handling.
+AWS_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 5}, max_pool_connections=32)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+
+    def _client(self, service: str) -> Any:
+        return boto3.client(service, config=AWS_CONFIG)
+
+    @cached_property
+    def s3(self) -> Any:
+        return self._client("s3")
+
+    @cached_property
+    def sqs(self) -> Any:
+        return self._client("sqs")
+
+    @cached_property
+    def telemetry(self) -> Telemetry:
+        return Telemetry(self.settings.price_table)
+
+    @cached_property
+    def gateway(self) -> GatewayClient:
+        s = self.settings
+        return GatewayClient(s.gateway_base_url, s.organisation, s.token_provider())
+
+    @cached_property
+    def records(self) -> RecordStore:
+        table = boto3.resource("dynamodb", config=AWS_CONFIG).Table(self.settings.results_table)
+        return RecordStore(table, ttl_days=self.settings.record_ttl_days)
+
+    @cached_property
+    def results(self) -> ResultStore:
+        return ResultStore(self.s3, self.settings.results_bucket, self.settings.results_prefix)
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        return Notifier(self._client("events"), self.settings.event_bus_name)
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        return Pipeline(
+            gateway=self.gateway,
+            records=self.records,
+            results=self.results,
+            notifier=self.notifier,
+            poller=PollerStarter(self._client("stepfunctions"), self.settings.poller_state_machine_arn),
+            max_receive_count=self.settings.max_receive_count,
+            telemetry=self.telemetry,
+        )
+
+    @cached_property
+    def routing_rules(self) -> RoutingRules:
+        name = self.settings.routing_rules_parameter
+        try:
+            return load_rules(name, self._client("ssm") if name else None)
+        except InvalidRequestError as error:
+            raise ConfigurationError(f"invalid routing rules: {error}") from error
+
+
+@functools.cache
+def runtime() -> Runtime:
+    return Runtime(Settings.from_env())

@@ -1,0 +1,184 @@
+"""Async tool executions: how often to poll, one poll step, saving results, and finishing the record."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from shared.errors import GatewayNotFoundError
+from shared.gateway import GatewayClient
+from shared.models import ToolExecution
+from shared.records import RecordStore, Status
+from shared.results import ResultStore
+
+logger = logging.getLogger(__name__)
+
+IMAGE_TOOL = "generate_image"
+POLL_CALL_BUDGET_SECONDS = 20.0
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
+
+
+def next_wait_seconds(tool_name: str | None, elapsed: float, polls: int, max_wait: int) -> int:
+    """The gateway's guidance: image generation every 2 to 3 s (3 s while it is unlikely to be done, 2 s
+    once it typically finishes, at 10 to 15 s); other tools back off from 1 s to 5 s."""
+    if tool_name == IMAGE_TOOL:
+        wait = 3 if elapsed < 9 else 2
+    else:
+        wait = min(5, 2 ** max(0, polls - 1))
+    return max(1, min(wait, max_wait))
+
+
+def seconds_since(iso_time: str, now: float) -> float:
+    return now - datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp()
+
+
+def poll_step(
+    state: dict[str, Any],
+    *,
+    gateway: GatewayClient,
+    results: ResultStore,
+    now: float,
+    http: httpx.Client | None = None,
+) -> dict[str, Any]:
+    """One poll of one execution. The returned state is the next step's input: small, never image bytes."""
+    execution = state["execution"]
+    request_id = state["requestId"]
+    policy = state["policy"]
+    polls = int(state.get("polls", 0)) + 1
+    elapsed = seconds_since(state["startedAt"], now)
+    base = {
+        "requestId": request_id,
+        "execution": execution,
+        "startedAt": state["startedAt"],
+        "policy": policy,
+        "executionId": execution["executionId"],
+        "toolName": execution.get("toolName"),
+        "toolUseId": execution.get("toolUseId"),
+        "polls": polls,
+    }
+    try:
+        status = gateway.get_execution(
+            execution["executionId"], budget_seconds=POLL_CALL_BUDGET_SECONDS, correlation_id=request_id
+        )
+    except GatewayNotFoundError:
+        return {**base, "status": "failed", "error": "execution unknown or expired (404 from the gateway)"}
+    if status.status == "complete":
+        files = save_result(status, request_id, results, http)
+        return {**base, "status": "complete", "files": files, **timings(status, now)}
+    if status.status == "failed":
+        return {
+            **base,
+            "status": "failed",
+            "error": status.error or "the tool execution failed",
+            **timings(status, now),
+        }
+    if elapsed >= float(policy["timeoutSeconds"]):
+        return {
+            **base,
+            "status": "failed",
+            "error": f"timed out after {round(elapsed)} s (still {status.status})",
+        }
+    wait = next_wait_seconds(execution.get("toolName"), elapsed, polls, int(policy["maxWaitSeconds"]))
+    return {**base, "status": status.status, "nextWaitSeconds": wait}
+
+
+def timings(status: ToolExecution, now: float) -> dict[str, Any]:
+    found = {"createdAt": status.created_at, "completedAt": status.completed_at, "noticedAt": now}
+    if status.completed_at:
+        found["noticeDelaySeconds"] = round(now - status.completed_at, 3)
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def save_result(
+    status: ToolExecution, request_id: str, results: ResultStore, http: httpx.Client | None
+) -> list[str]:
+    """Stores what the tool produced under results/<requestId>/<executionId>/ and returns the S3 URIs.
+    Images come as data URIs and as signed URLs that expire within the hour; the data URI needs no fetch."""
+    result = status.result if isinstance(status.result, dict) else {}
+    images = [decode_data_uri(uri) for uri in result.get("images") or []]
+    if not images:
+        images = [download(url, http) for url in result.get("s3Urls") or []]
+    files = []
+    for index, (content_type, data) in enumerate(images):
+        key = results.key_for_tool_file(
+            request_id, status.execution_id, f"{index}.{EXTENSIONS.get(content_type, 'bin')}"
+        )
+        files.append(results.put_bytes(key, data, content_type))
+    if not files and status.result is not None:
+        key = results.key_for_tool_file(request_id, status.execution_id, "result.json")
+        files.append(results.put_json(key, {"result": status.result}))
+    return files
+
+
+def decode_data_uri(uri: str) -> tuple[str, bytes]:
+    header, _, payload = uri.partition(",")
+    if not header.startswith("data:") or ";base64" not in header:
+        raise ValueError("an image is not a base64 data URI")
+    try:
+        return header[5:].split(";")[0] or "application/octet-stream", base64.b64decode(
+            payload, validate=True
+        )
+    except binascii.Error as error:
+        raise ValueError(f"an image data URI is not valid base64: {error}") from None
+
+
+def download(url: str, http: httpx.Client | None) -> tuple[str, bytes]:
+    client = http or httpx.Client()
+    try:
+        response = client.get(url, timeout=30)
+        response.raise_for_status()
+        return response.headers.get("Content-Type", "application/octet-stream").split(";")[
+            0
+        ], response.content
+    finally:
+        if http is None:
+            client.close()
+
+
+def summarise(executions: list[dict[str, Any]]) -> tuple[Status, dict[str, Any] | None]:
+    failed = [e for e in executions if e.get("status") != "complete"]
+    if not failed:
+        return Status.COMPLETED, None
+    reasons = "; ".join(f"{e.get('executionId')}: {e.get('error') or e.get('status')}" for e in failed)
+    return Status.FAILED, {"kind": "ToolExecutionFailed", "message": reasons, "retryable": False}
+
+
+RECORD_FIELDS = (
+    "executionId",
+    "toolName",
+    "toolUseId",
+    "status",
+    "polls",
+    "error",
+    "files",
+    "createdAt",
+    "completedAt",
+    "noticedAt",
+    "noticeDelaySeconds",
+)
+
+
+def finish_request(
+    request_id: str, executions: list[dict[str, Any]], *, records: RecordStore, results: ResultStore
+) -> dict[str, Any] | None:
+    """Ends a WAITING_FOR_TOOLS record; returns the record when this call ended it (None if done before)."""
+    slim = [{k: e[k] for k in RECORD_FIELDS if e.get(k) is not None} for e in executions]
+    status, error = summarise(slim)
+    record = records.get(request_id) or {}
+    location = record.get("resultLocation")
+    if location:
+        key = location.split("/", 3)[3]
+        document = results.get_json(key) or {}
+        results.put_json(key, {**document, "status": status.value, "executions": slim, "error": error})
+    fields: dict[str, Any] = {"executions": slim}
+    if error:
+        fields["error"] = error
+    if not records.finish(request_id, status, fields, allowed_from=(Status.WAITING_FOR_TOOLS,)):
+        logger.info("request %s was already finished", request_id)
+        return None
+    return records.get(request_id)

@@ -1,0 +1,153 @@
+"""Uploads: S3 notifications (direct, or wrapped in SQS messages) become pipeline jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from shared.batch import SqsMessage
+from shared.errors import InvalidRequestError
+from shared.models import ChatRequest
+from shared.pipeline import Job, Outcome
+from shared.request_builder import build_chat_request, prepare
+from shared.runtime import Runtime
+from shared.sources import S3Source
+
+logger = logging.getLogger(__name__)
+
+MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:/-]{1,200}$")
+MAX_PROMPT_OVERRIDE = 2000  # S3 user metadata is at most 2 KB anyway
+
+
+@dataclass(frozen=True)
+class Upload:
+    bucket: str
+    key: str
+    size: int | None
+    etag: str | None
+    version_id: str | None
+    sequencer: str | None
+    event_name: str
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Upload:
+        s3 = record["s3"]
+        obj = s3["object"]
+        return cls(
+            bucket=s3["bucket"]["name"],
+            key=unquote_plus(obj["key"]),
+            size=obj.get("size"),
+            etag=obj.get("eTag"),
+            version_id=obj.get("versionId") or None,
+            sequencer=obj.get("sequencer"),
+            event_name=record.get("eventName", ""),
+        )
+
+    @property
+    def request_id(self) -> str:
+        """The same for every delivery of one upload; a new version or overwrite is a new request."""
+        identity = self.version_id or f"{self.etag}:{self.sequencer}"
+        digest = hashlib.sha256(f"{self.bucket}\n{self.key}\n{identity}".encode()).hexdigest()
+        return f"upload-{digest[:32]}"
+
+    def source(self) -> dict[str, Any]:
+        return {
+            "type": "s3",
+            "bucket": self.bucket,
+            "key": self.key,
+            "versionId": self.version_id,
+            "eTag": self.etag,
+            "sequencer": self.sequencer,
+        }
+
+
+def uploads_in(body: dict[str, Any]) -> list[Upload]:
+    """The uploads an S3 notification announces; none for s3:TestEvent."""
+    if body.get("Event") == "s3:TestEvent":
+        return []
+    records = body.get("Records")
+    if not isinstance(records, list):
+        raise InvalidRequestError("body", "not an S3 event notification (no Records)")
+    return [Upload.from_record(r) for r in records if r.get("eventSource") == "aws:s3"]
+
+
+def skip_reason(upload: Upload, rt: Runtime) -> str | None:
+    if not upload.event_name.startswith("ObjectCreated"):
+        return f"event {upload.event_name} is not an object creation"
+    if upload.key.startswith(rt.settings.results_prefix):
+        return "the key is under the results prefix (our own output)"
+    if upload.key.endswith("/") and not upload.size:
+        return "a zero-byte folder marker"
+    return None
+
+
+def overrides_from(metadata: dict[str, str]) -> tuple[str | None, str | None]:
+    prompt = metadata.get("prompt")
+    model_id = metadata.get("model-id")
+    if prompt is not None and not (0 < len(prompt.strip()) <= MAX_PROMPT_OVERRIDE):
+        raise InvalidRequestError("x-amz-meta-prompt", f"must be 1 to {MAX_PROMPT_OVERRIDE} characters")
+    if model_id is not None and not MODEL_ID_PATTERN.match(model_id):
+        raise InvalidRequestError("x-amz-meta-model-id", f"{model_id!r} is not a model id")
+    return prompt, model_id
+
+
+def build_upload_request(rt: Runtime, source: S3Source) -> ChatRequest:
+    item = prepare(source)  # HEAD first: an oversize object is refused before any byte is read
+    rule_name, settings = rt.routing_rules.choose(source.key, item.detected.kind)
+    prompt_override, model_override = overrides_from(source.user_metadata)
+    model_id = model_override or settings.model_id or rt.settings.default_model_id
+    prompt = prompt_override or rt.routing_rules.prompt_for(settings, item.detected.kind)
+    logger.info(
+        "upload %s is %s/%s, rule %s, model %s",
+        source.uri,
+        item.detected.kind,
+        item.detected.format,
+        rule_name,
+        model_id,
+    )
+    return build_chat_request([item], prompt, model_id=model_id, **settings.options())
+
+
+def process_upload(
+    rt: Runtime, upload: Upload, *, receive_count: int, budget_seconds: float
+) -> Outcome | None:
+    reason = skip_reason(upload, rt)
+    if reason:
+        logger.info("skipped s3://%s/%s: %s", upload.bucket, upload.key, reason)
+        return None
+    source = S3Source(rt.s3, upload.bucket, upload.key, upload.version_id)
+    job = Job(
+        request_id=upload.request_id,
+        source=upload.source(),
+        build=lambda: build_upload_request(rt, source),
+        result_key=rt.pipeline.results.key_for_upload(upload.key),
+        receive_count=receive_count,
+    )
+    rt.telemetry.request_received("upload")
+    return rt.pipeline.run(job, budget_seconds=budget_seconds)
+
+
+def process_upload_message(rt: Runtime, message: SqsMessage, *, budget_seconds: float) -> list[Outcome]:
+    try:
+        body = json.loads(message.body)
+        if not isinstance(body, dict):
+            raise InvalidRequestError("body", "an S3 event notification must be a JSON object")
+        uploads = uploads_in(body)
+    except (json.JSONDecodeError, InvalidRequestError, KeyError, TypeError) as error:
+        reason = error if isinstance(error, InvalidRequestError) else InvalidRequestError("body", str(error))
+        request_id = f"upload-message-{message.message_id}"
+        source = {"type": "sqs", "queue": message.queue_arn, "messageId": message.message_id}
+        return [rt.pipeline.fail(request_id, reason, source=source)]
+    outcomes = []
+    for upload in uploads:
+        outcome = process_upload(
+            rt, upload, receive_count=message.receive_count, budget_seconds=budget_seconds
+        )
+        if outcome:
+            outcomes.append(outcome)
+    return outcomes
