@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
+from pydantic.alias_generators import to_camel
 
 from shared.body import encode_json_body
 from shared.errors import (
@@ -47,7 +48,8 @@ class RetryPolicy:
 
 def invalid_request_from(error: ValidationError) -> InvalidRequestError:
     first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"])
+    # Wire names (camelCase), as the caller wrote them.
+    field = ".".join(to_camel(part) if isinstance(part, str) else str(part) for part in first["loc"])
     return InvalidRequestError(field or "request", first["msg"])
 
 

@@ -1,0 +1,168 @@
+"""Contract models and the request builder: every rule names its field; media go before the prompt."""
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.body import encode_json_body
+from shared.errors import InvalidRequestError, MediaTooLargeError, UnsupportedMediaError
+from shared.gateway import GatewayClient
+from shared.models import MAX_MEDIA_BYTES, ChatResponse, ToolExecution
+from shared.request_builder import build_chat_request, prepare, with_attachments
+from shared.sources import BytesSource, FileSource
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+NOVA = "amazon.nova-lite-v1:0"
+
+EXPECTED = {
+    "photo.jpg": ("image", "jpeg"),
+    "diagram.png": ("image", "png"),
+    "animation.gif": ("image", "gif"),
+    "sticker.webp": ("image", "webp"),
+    "clip.mp4": ("video", "mp4"),
+    "report.pdf": ("document", "pdf"),
+    "sales.csv": ("document", "csv"),
+    "letter.docx": ("document", "docx"),
+    "budget.xlsx": ("document", "xlsx"),
+    "notes.txt": ("text", "txt"),
+    "readme.md": ("text", "md"),
+    "config.json": ("text", "json"),
+}
+
+
+def wire(request) -> dict:
+    return json.loads(b"".join(encode_json_body(request.model_dump(by_alias=True, exclude_none=True))))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_sample_becomes_the_right_block(name):
+    path = SAMPLES / name
+    item = prepare(FileSource(path))
+    assert (item.detected.kind, item.detected.format) == EXPECTED[name]
+    content = wire(build_chat_request([item], "What is this?", model_id=NOVA))["messages"][0]["content"]
+    assert content[-1] == {"text": "What is this?"}
+    block = content[0]
+    kind = item.detected.kind
+    if kind == "text":
+        assert path.read_text() in block["text"]
+    else:
+        assert base64.b64decode(block[kind]["source"]["bytes"]) == path.read_bytes()
+        assert block[kind]["format"] == EXPECTED[name][1]
+    if kind == "document":
+        assert block["document"]["name"] == path.stem
+
+
+def test_several_media_are_labelled_in_order():
+    items = [prepare(FileSource(SAMPLES / n)) for n in ("photo.jpg", "report.pdf", "diagram.png")]
+    content = wire(build_chat_request(items, "Compare them", model_id=NOVA))["messages"][0]["content"]
+    labels = [b["text"] for b in content if "text" in b]
+    assert labels == ["Image 1:", "Document 2:", "Image 3:", "Compare them"]
+    assert [next(iter(b)) for b in content] == ["text", "image", "text", "document", "text", "image", "text"]
+
+
+def test_attachments_go_before_the_text_of_the_last_user_message():
+    base = build_chat_request([], "first", model_id=NOVA)
+    request = base.model_copy(
+        update={"messages": [*base.messages, *build_chat_request([], "second", model_id=NOVA).messages]}
+    )
+    item = prepare(FileSource(SAMPLES / "diagram.png"), label="the diagram")
+    messages = wire(with_attachments(request, [item]))["messages"]
+    assert messages[0]["content"] == [{"text": "first"}]
+    assert [next(iter(b)) for b in messages[1]["content"]] == ["text", "image", "text"]
+    assert messages[1]["content"][0] == {"text": "Image 1 (the diagram):"}
+
+
+def test_claude_gets_text_only():
+    item = prepare(FileSource(SAMPLES / "photo.jpg"))
+    with pytest.raises(InvalidRequestError, match="text only"):
+        build_chat_request([item], "hi", model_id="anthropic.claude-3-5-sonnet-20241022-v2:0")
+    text = prepare(FileSource(SAMPLES / "notes.txt"))
+    assert build_chat_request([text], "hi", model_id="anthropic.claude-3-haiku-20240307-v1:0")
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "rule"),
+    [
+        ({"stop_sequences": ["a", "b", "c", "d", "e"]}, "stopSequences", "at most 4"),
+        ({"temperature": 2.5}, "temperature", "less than or equal to 2"),
+        ({"max_tokens": 0}, "maxTokens", "greater than or equal to 1"),
+        ({"max_tokens": 9000}, "maxTokens", "less than or equal to 8192"),
+        ({"top_p": 1.5}, "topP", "less than or equal to 1"),
+        ({"tool_config": {"tools": [], "autoExecute": True}}, "toolConfig", "allowedTools is required"),
+        ({"response_format": {"type": "xml", "jsonSchema": {}}}, "responseFormat.type", "'json'"),
+    ],
+)
+def test_each_rule_is_named(fields, field, rule):
+    with pytest.raises(InvalidRequestError) as caught:
+        build_chat_request([], "hi", model_id=NOVA, **fields)
+    assert caught.value.field == field
+    assert rule in caught.value.rule
+
+
+def test_client_validates_a_raw_request_before_sending():
+    client = GatewayClient("http://127.0.0.1:9", "org", lambda: "t")
+    bad = {"messages": [{"role": "robot", "content": "hi"}], "modelId": NOVA}
+    with pytest.raises(InvalidRequestError) as caught:
+        client.chat(bad)
+    assert caught.value.field == "messages.0.role"
+    with pytest.raises(InvalidRequestError, match="messages"):
+        client.chat({"messages": [], "modelId": NOVA})
+
+
+def test_bad_items_are_rejected_with_what_they_are(tmp_path):
+    with pytest.raises(UnsupportedMediaError, match="empty"):
+        prepare(BytesSource(b"", name="empty.png"))
+    truncated = (SAMPLES / "diagram.png").read_bytes()[:20]
+    with pytest.raises(UnsupportedMediaError, match="truncated png"):
+        prepare(BytesSource(truncated, name="cut.png"))
+    with pytest.raises(UnsupportedMediaError, match="unknown binary"):
+        prepare(BytesSource(bytes([0x00, 0x9F, 0x13, 0x37]) * 64, name="blob.bin"))
+
+
+def test_oversize_is_refused_before_reading():
+    class Huge(BytesSource):
+        @property
+        def size(self):
+            return MAX_MEDIA_BYTES + 1
+
+        def head(self, count):
+            raise AssertionError("no byte may be read of an oversize item")
+
+    with pytest.raises(MediaTooLargeError, match=str(MAX_MEDIA_BYTES)):
+        prepare(Huge(b"x", name="big.pdf"))
+
+
+def test_response_patterns_are_recognised():
+    base = {"model": NOVA, "requestId": "r", "usage": {"inputTokens": 1, "outputTokens": 2, "totalTokens": 3}}
+    tool = {"toolUseId": "t1", "name": "get_weather", "input": {"city": "Paris"}}
+    cases = {
+        "text": {"role": "assistant", "content": "hello"},
+        "tool_use": {"role": "assistant", "content": "", "toolUse": tool},
+        "tool_uses": {"role": "assistant", "content": "", "toolUse": [tool, {**tool, "toolUseId": "t2"}]},
+        "auto_executed": {"role": "assistant", "content": "18C", "toolUse": {**tool, "result": {"temp": 18}}},
+        "async_execution": {
+            "role": "assistant",
+            "content": "",
+            "toolUse": {**tool, "name": "generate_image", "executionId": "exec_1", "status": "pending"},
+        },
+    }
+    for pattern, message in cases.items():
+        response = ChatResponse.model_validate({**base, "response": message, "finishReason": "stop"})
+        assert response.pattern == pattern
+    assert response.pending_executions[0].execution_id == "exec_1"
+    assert response.usage.total_tokens == 3
+
+
+def test_execution_status_model():
+    status = ToolExecution.model_validate(
+        {
+            "executionId": "exec_1",
+            "toolName": "generate_image",
+            "status": "complete",
+            "createdAt": 1,
+            "result": {},
+        }
+    )
+    assert status.status == "complete" and status.created_at == 1
