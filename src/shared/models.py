@@ -176,8 +176,9 @@ class ToolConfig(WireModel):
 
 
 def accepts_media(model_id: str) -> bool:
-    # Only Nova models take images, videos and documents; Claude (and others) take text only.
-    return "nova" in model_id.lower()
+    # Only Nova Lite and Pro take images, videos and documents; Nova Micro and Claude read text only.
+    model = model_id.lower()
+    return "nova" in model and "micro" not in model
 
 
 class ChatRequest(WireModel):
@@ -199,7 +200,7 @@ class ChatRequest(WireModel):
     def _media_rules(self) -> ChatRequest:
         media = self.media()
         if media and not accepts_media(self.model_id):
-            raise ValueError(f"model {self.model_id} takes text only; only Nova models accept media")
+            raise ValueError(f"model {self.model_id} takes text only; only Nova Lite and Pro accept media")
         total = 0
         for item in media:
             size = media_size(item.source.bytes)
