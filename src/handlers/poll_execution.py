@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging import Logger
 
 from shared.runtime import runtime
 from shared.tool_executions import poll_step

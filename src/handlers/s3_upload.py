@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging import Logger
 
 from shared.batch import RetryBackoff, SqsMessage, is_sqs_event, process_batch
 from shared.errors import ConfigurationError

@@ -7,11 +7,26 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from pydantic import SecretStr
-
 from shared.errors import InvalidRequestError
 
 TOKEN_SECRET_MAX_AGE_SECONDS = 300
+
+
+class Secret:
+    """A value that never shows itself in a repr, a log line or an error."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def get_secret_value(self) -> str:
+        return self._value
 
 
 @dataclass(frozen=True)
@@ -19,7 +34,7 @@ class Settings:
     gateway_base_url: str
     organisation: str
     token_secret_arn: str
-    local_token: SecretStr | None = field(repr=False)
+    local_token: Secret | None = field(repr=False)
     default_model_id: str
     results_table: str
     results_bucket: str
@@ -41,7 +56,7 @@ class Settings:
             gateway_base_url=env.get("GATEWAY_BASE_URL", "https://dashboard.quantcdn.io"),
             organisation=env.get("GATEWAY_ORGANISATION", ""),
             token_secret_arn=env.get("GATEWAY_TOKEN_SECRET_ARN", ""),
-            local_token=SecretStr(token) if token else None,
+            local_token=Secret(token) if token else None,
             default_model_id=env.get("DEFAULT_MODEL_ID", "amazon.nova-lite-v1:0"),
             results_table=env.get("RESULTS_TABLE", ""),
             results_bucket=env.get("RESULTS_BUCKET", ""),

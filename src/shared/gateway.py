@@ -13,19 +13,17 @@ from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
-from pydantic.alias_generators import to_camel
 
 from shared.body import encode_json_body
 from shared.errors import (
     GatewayAuthError,
     GatewayError,
     GatewayNotFoundError,
-    InvalidRequestError,
     PayloadTooLargeError,
     PermanentGatewayError,
     TransientGatewayError,
 )
-from shared.models import ChatRequest, ChatResponse, ToolExecution
+from shared.models import ChatRequest, ChatResponse, ToolExecution, invalid_request_from
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +42,6 @@ class RetryPolicy:
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Capped exponential backoff with full jitter; `attempt` counts from 1."""
         return rng.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
-
-
-def invalid_request_from(error: ValidationError) -> InvalidRequestError:
-    first = error.errors()[0]
-    # Wire names (camelCase), as the caller wrote them.
-    field = ".".join(to_camel(part) if isinstance(part, str) else str(part) for part in first["loc"])
-    return InvalidRequestError(field or "request", first["msg"])
 
 
 class GatewayClient:

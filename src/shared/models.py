@@ -5,9 +5,19 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
+
+from shared.errors import InvalidRequestError
 
 MAX_MEDIA_BYTES = 25 * 1024 * 1024
 """Each media item, and all media of one request together, at most 25 MB (decoded)."""
@@ -55,8 +65,12 @@ def media_size(data: str | StreamedMedia) -> int:
     return data.size if isinstance(data, StreamedMedia) else base64_decoded_size(data)
 
 
+# defer_build: a model's validator is built when first used, not at import (a cold start pays only for
+# the models its function uses).
 class WireModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", defer_build=True
+    )
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)
@@ -64,7 +78,9 @@ class WireModel(BaseModel):
 
 class ResponseModel(WireModel):
     # The gateway may add fields; a response must not fail on them.
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="allow", defer_build=True
+    )
 
 
 # ---- request ----------------------------------------------------------------------------------------
@@ -72,7 +88,11 @@ class ResponseModel(WireModel):
 
 class MediaSource(WireModel):
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", arbitrary_types_allowed=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        arbitrary_types_allowed=True,
+        defer_build=True,
     )
     bytes: str | SkipJsonSchema[StreamedMedia] = Field(description="base64 text on the wire")
 
@@ -291,3 +311,10 @@ class ToolExecution(ResponseModel):
 class ExecutionNotFound(ResponseModel):
     error: str
     execution_id: str | None = None
+
+
+def invalid_request_from(error: ValidationError) -> InvalidRequestError:
+    first = error.errors()[0]
+    # Wire names (camelCase), as the caller wrote them.
+    field = ".".join(to_camel(part) if isinstance(part, str) else str(part) for part in first["loc"])
+    return InvalidRequestError(field or "request", first["msg"])

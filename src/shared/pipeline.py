@@ -11,17 +11,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import PipelineError, TransientStoreError
-from shared.gateway import GatewayClient
-from shared.models import ChatRequest, ChatResponse
-from shared.notifications import Notifier
-from shared.poller import PollerStarter
-from shared.records import TERMINAL, RecordStore, Status, split_for_item
-from shared.results import ResultStore
-from shared.telemetry import Telemetry
+from shared.records import TERMINAL, Status, split_for_item
+
+if TYPE_CHECKING:
+    from shared.gateway import GatewayClient
+    from shared.models import ChatRequest, ChatResponse
+    from shared.notifications import Notifier
+    from shared.poller import PollerStarter
+    from shared.records import RecordStore
+    from shared.results import ResultStore
+    from shared.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class Pipeline:
     notifier: Notifier
     poller: PollerStarter
     max_receive_count: int
-    telemetry: Telemetry = field(default_factory=Telemetry)
+    telemetry: Telemetry
     clock: Callable[[], float] = time.monotonic
 
     def run(self, job: Job, *, budget_seconds: float) -> Outcome:

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from shared.batch import SqsMessage
 from shared.errors import InvalidRequestError
-from shared.gateway import invalid_request_from
 from shared.messages import REQUEST_ID_PATTERN, RequestMessage
-from shared.models import ChatRequest
+from shared.models import ChatRequest, invalid_request_from
 from shared.pipeline import Job, Outcome
 from shared.request_builder import build_chat_request, prepare, with_attachments
-from shared.runtime import Runtime
 from shared.sources import S3Source, parse_s3_uri
+
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
 
 
 def parse_message(message: SqsMessage) -> tuple[str, RequestMessage]:

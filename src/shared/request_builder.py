@@ -9,7 +9,6 @@ from typing import Any, BinaryIO
 from pydantic import ValidationError
 
 from shared.errors import InvalidRequestError, MediaTooLargeError
-from shared.gateway import invalid_request_from
 from shared.media import HEAD_BYTES, DetectedMedia, detect, sanitize_document_name
 from shared.models import (
     MAX_MEDIA_BYTES,
@@ -24,6 +23,7 @@ from shared.models import (
     TextBlock,
     VideoBlock,
     VideoData,
+    invalid_request_from,
 )
 from shared.sources import ItemSource
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from shared.errors import InvalidRequestError
@@ -83,6 +82,8 @@ class RoutingRules(WireModel):
 
 
 def parse_rules(text: str, origin: str) -> RoutingRules:
+    import yaml  # only the upload function reads rules; the others need not load PyYAML
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

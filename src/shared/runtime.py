@@ -1,34 +1,37 @@
 """The per-process dependencies of a function, each built on first use (not at import) and then reused,
-as Lambda reuses a warm process: one gateway connection pool, one client per AWS service."""
+as Lambda reuses a warm process: one gateway connection pool, one client per AWS service.
+
+The domain modules are imported where they are first needed, so each function's cold start loads only
+what that function uses (the poll step never loads the routing rules or the pipeline, for instance).
+"""
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 
 from shared.config import Settings
-from shared.errors import ConfigurationError, InvalidRequestError
-from shared.gateway import GatewayClient
-from shared.notifications import Notifier
-from shared.pipeline import Pipeline
-from shared.poller import PollerStarter
-from shared.records import RecordStore
-from shared.results import ResultStore
-from shared.routing import RoutingRules, load_rules
-from shared.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from shared.gateway import GatewayClient
+    from shared.notifications import Notifier
+    from shared.pipeline import Pipeline
+    from shared.records import RecordStore
+    from shared.results import ResultStore
+    from shared.routing import RoutingRules
+    from shared.telemetry import Telemetry
 
 # Adaptive retries absorb AWS throttling before it reaches our own error handling.
 AWS_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 5}, max_pool_connections=32)
 
 
-@dataclass
 class Runtime:
-    settings: Settings
+    def __init__(self, settings: Settings):
+        self.settings = settings
 
     def _client(self, service: str) -> Any:
         return boto3.client(service, config=AWS_CONFIG)
@@ -43,28 +46,41 @@ class Runtime:
 
     @cached_property
     def telemetry(self) -> Telemetry:
+        from shared.telemetry import Telemetry
+
         return Telemetry(self.settings.price_table)
 
     @cached_property
     def gateway(self) -> GatewayClient:
+        from shared.gateway import GatewayClient
+
         s = self.settings
         return GatewayClient(s.gateway_base_url, s.organisation, s.token_provider())
 
     @cached_property
     def records(self) -> RecordStore:
+        from shared.records import RecordStore
+
         table = boto3.resource("dynamodb", config=AWS_CONFIG).Table(self.settings.results_table)
         return RecordStore(table, ttl_days=self.settings.record_ttl_days)
 
     @cached_property
     def results(self) -> ResultStore:
+        from shared.results import ResultStore
+
         return ResultStore(self.s3, self.settings.results_bucket, self.settings.results_prefix)
 
     @cached_property
     def notifier(self) -> Notifier:
+        from shared.notifications import Notifier
+
         return Notifier(self._client("events"), self.settings.event_bus_name)
 
     @cached_property
     def pipeline(self) -> Pipeline:
+        from shared.pipeline import Pipeline
+        from shared.poller import PollerStarter
+
         return Pipeline(
             gateway=self.gateway,
             records=self.records,
@@ -77,6 +93,9 @@ class Runtime:
 
     @cached_property
     def routing_rules(self) -> RoutingRules:
+        from shared.errors import ConfigurationError, InvalidRequestError
+        from shared.routing import load_rules
+
         name = self.settings.routing_rules_parameter
         try:
             return load_rules(name, self._client("ssm") if name else None)

@@ -6,15 +6,17 @@ import base64
 import binascii
 import logging
 from datetime import datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import GatewayNotFoundError
-from shared.gateway import GatewayClient
-from shared.models import ToolExecution
 from shared.records import RecordStore, Status
 from shared.results import ResultStore
+
+if TYPE_CHECKING:
+    import httpx
+
+    from shared.gateway import GatewayClient
+    from shared.models import ToolExecution
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,8 @@ def decode_data_uri(uri: str) -> tuple[str, bytes]:
 
 
 def download(url: str, http: httpx.Client | None) -> tuple[str, bytes]:
+    import httpx  # only when a result carries no data URI
+
     client = http or httpx.Client()
     try:
         response = client.get(url, timeout=30)

@@ -7,7 +7,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from shared.batch import SqsMessage
@@ -15,8 +15,10 @@ from shared.errors import InvalidRequestError
 from shared.models import ChatRequest
 from shared.pipeline import Job, Outcome
 from shared.request_builder import build_chat_request, prepare
-from shared.runtime import Runtime
 from shared.sources import S3Source
+
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
