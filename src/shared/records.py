@@ -145,7 +145,10 @@ class RecordStore:
         except ClientError as error:
             if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
-            record = from_dynamo(error.response.get("Item") or {}) or (self.get(request_id) or {})
+            # The error carries the item in DynamoDB's typed JSON ({"S": ...}), which the resource layer
+            # does not convert.
+            typed = error.response.get("Item")
+            record = from_dynamo(_untyped(typed)) if typed else (self.get(request_id) or {})
             outcome = "busy" if record.get("status") == Status.PROCESSING else "done"
             return Claim(outcome, record)
         return Claim("claimed", from_dynamo(result["Attributes"]))
@@ -251,6 +254,13 @@ class RecordStore:
             if error.response.get("Error", {}).get("Code") in THROTTLING_CODES:
                 raise TransientStoreError(f"DynamoDB {error.response['Error']['Code']}") from error
             raise
+
+
+def _untyped(item: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    return {name: deserializer.deserialize(value) for name, value in item.items()}
 
 
 def split_for_item(result: dict[str, Any]) -> tuple[dict[str, Any], bool]:
