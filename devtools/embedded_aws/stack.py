@@ -1,0 +1,463 @@
+"""Deploys a SAM template into moto and runs its functions in-process: an AWS account inside the test process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import boto3
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+
+from devtools.embedded_aws.catalog import resource_type_for
+from devtools.embedded_aws.environment import (
+    FAKE_AWS_CREDENTIALS,
+    UNSET_WHILE_DEPLOYED,
+    ProcessEnvironment,
+    merge_function_environments,
+)
+from devtools.embedded_aws.lambda_runtime import (
+    FunctionRuntime,
+    Handler,
+    InvocationLog,
+    LambdaRuntimeError,
+    MotoLambdaBridge,
+)
+from devtools.embedded_aws.moto_fixes import moto_fixes
+from devtools.embedded_aws.resources import CreatedResource, DeployContext
+from devtools.embedded_aws.serverless import FunctionInfo
+from devtools.embedded_aws.sqs_poller import SqsPoller
+from devtools.embedded_aws.template import (
+    PseudoParameters,
+    Resolver,
+    Template,
+    TemplateError,
+    creation_order,
+)
+
+logger = logging.getLogger("devtools.embedded_aws")
+
+DEFAULT_STACK_NAME = "quant-ai-local"
+DEFAULT_REGION = "us-east-1"
+STATE_MACHINE_TYPE = "AWS::Serverless::StateMachine"
+# How long close() waits for handlers that are still running before it stops moto anyway.
+CLOSE_GRACE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class DeployedResource:
+    logical_id: str
+    type: str
+    physical_id: Any  # what Ref gives
+    attributes: Mapping[str, Any]  # what Fn::GetAtt gives
+    properties: Mapping[str, Any]  # as resolved from the template (SAM Globals merged)
+
+
+class EmbeddedAws:
+    """Entry point: `EmbeddedAws.deploy("template.yaml", parameters={...})`. One stack at a time per process."""
+
+    _active: ClassVar[DeployedStack | None] = None
+    _active_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def deploy(
+        cls,
+        template: str | Path,
+        parameters: Mapping[str, Any] | None = None,
+        extra_environment: Mapping[str, str] | None = None,
+        stack_name: str = DEFAULT_STACK_NAME,
+        *,
+        visibility_timeout_override: int | None = None,
+        start_pollers: bool = True,
+    ) -> DeployedStack:
+        """Starts moto, creates every resource of the template, starts the SQS pollers.
+
+        `visibility_timeout_override` is for tests and local runs only: it replaces every queue's
+        VisibilityTimeout (seconds) so a failed message comes back quickly. `extra_environment` is added to the
+        handlers' environment (and wins over the template's values), e.g. GATEWAY_TOKEN.
+        """
+        with cls._active_lock:
+            if cls._active is not None:
+                raise RuntimeError(
+                    f"stack {cls._active.stack_name} is still deployed; close() it first (moto and os.environ are"
+                    " process-wide, so only one stack can be deployed at a time)"
+                )
+            stack = DeployedStack(Template.load(template), stack_name, DEFAULT_REGION, DEFAULT_ACCOUNT_ID)
+            cls._active = stack
+        try:
+            stack._deploy(
+                parameters or {}, extra_environment or {}, visibility_timeout_override, start_pollers
+            )
+        except BaseException:
+            stack.close()
+            raise
+        return stack
+
+    @classmethod
+    def _release(cls, stack: DeployedStack) -> None:
+        with cls._active_lock:
+            if cls._active is stack:
+                cls._active = None
+
+
+class DeployedStack:
+    """A deployed template: its resources in moto, its functions' handlers in this process."""
+
+    def __init__(self, template: Template, stack_name: str, region: str, account_id: str) -> None:
+        self.template = template
+        self.stack_name = stack_name
+        self.region = region
+        self.account_id = account_id
+        self.resources: dict[str, DeployedResource] = {}
+        self.outputs: dict[str, Any] = {}
+        self.environment: dict[str, str] = {}
+        self.functions: dict[str, FunctionInfo] = {}
+        self.invocations = InvocationLog()
+        self.pollers: list[SqsPoller] = []
+        self._runtimes: dict[str, FunctionRuntime] = {}
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
+        self._process_environment = ProcessEnvironment()
+        self._cleanup = ExitStack()
+        self._closing = False
+        self._closed = False
+
+    # --- deploy ---------------------------------------------------------------------------------------------
+
+    def _deploy(
+        self,
+        parameters: Mapping[str, Any],
+        extra_environment: Mapping[str, str],
+        visibility_timeout_override: int | None,
+        start_pollers: bool,
+    ) -> None:
+        self._cleanup.callback(EmbeddedAws._release, self)
+        parameter_values = self.template.parameter_values(parameters)
+        pseudo = PseudoParameters(self.stack_name, self.account_id, self.region)
+        resolver = Resolver(self.template, parameter_values, pseudo, self.physical_id, self.attribute)
+        order = self._creation_order(resolver)
+
+        aws = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
+        aws.start()
+        self._cleanup.callback(aws.stop)
+        self._cleanup.callback(self._process_environment.restore)
+        self._process_environment.apply(
+            {
+                **FAKE_AWS_CREDENTIALS,
+                "AWS_DEFAULT_REGION": self.region,
+                "AWS_REGION": self.region,
+                **dict.fromkeys(UNSET_WHILE_DEPLOYED),
+            }
+        )
+        for patcher in moto_fixes():
+            patcher.start()
+            self._cleanup.callback(patcher.stop)
+
+        context = DeployContext(
+            stack_name=self.stack_name,
+            region=self.region,
+            account_id=self.account_id,
+            partition=pseudo.partition,
+            template_dir=self.template.directory,
+            client=self.client,
+            visibility_timeout_override=visibility_timeout_override,
+        )
+        for logical_id in order:
+            self._create(resolver, context, logical_id)
+        self.outputs = {
+            name: resolver.resolve(output["Value"])
+            for name, output in self.template.outputs.items()
+            if resolver.is_output_included(name)
+        }
+
+        self.functions = dict(context.functions)
+        self._start_cold(function.code_dir for function in self.functions.values())
+        function_environment = merge_function_environments(
+            {logical_id: function.environment for logical_id, function in self.functions.items()}
+        )
+        self.environment = {**function_environment, **extra_environment}
+        self._process_environment.apply(self.environment)
+        self._runtimes = {
+            logical_id: FunctionRuntime(function, self.invocations)
+            for logical_id, function in self.functions.items()
+        }
+        bridge = MotoLambdaBridge({runtime.function.name: runtime for runtime in self._runtimes.values()})
+        bridge.start()
+        self._cleanup.callback(bridge.stop)
+        # Runs before bridge.stop (callbacks run in reverse), while handlers can still be reached.
+        self._cleanup.callback(self._stop_executions_and_wait)
+
+        for function in self.functions.values():
+            for source in function.events.values():
+                if source.enabled:
+                    self.pollers.append(
+                        SqsPoller(
+                            source, self._runtimes[function.logical_id], self.client("sqs"), self.region
+                        )
+                    )
+        if start_pollers:
+            self._cleanup.callback(self._stop_pollers)
+            for poller in self.pollers:
+                poller.start()
+
+    def _creation_order(self, resolver: Resolver) -> list[str]:
+        dependencies: dict[str, set[str]] = {}
+        for logical_id in self.template.resources:
+            if not resolver.is_included(logical_id):
+                continue
+            resource_type = resource_type_for(logical_id, self.template.resource_type(logical_id))
+            properties = self.template.resource_properties(logical_id)
+            resource_type.check_properties(logical_id, properties)
+            dependencies[logical_id] = resolver.dependencies(properties) | set(
+                self.template.depends_on(logical_id)
+            )
+        return creation_order(dependencies)
+
+    def _create(self, resolver: Resolver, context: DeployContext, logical_id: str) -> None:
+        type_name = self.template.resource_type(logical_id)
+        try:
+            properties = resolver.resolve(self.template.resource_properties(logical_id))
+            created: CreatedResource = resource_type_for(logical_id, type_name).create(
+                context, logical_id, properties
+            )
+        except Exception as error:
+            error.add_note(f"while creating {logical_id} ({type_name}) in the embedded AWS")
+            raise
+        self.resources[logical_id] = DeployedResource(
+            logical_id, type_name, created.physical_id, created.attributes, properties
+        )
+
+    def _start_cold(self, code_dirs: Iterable[Path]) -> None:
+        """Like a fresh Lambda container: the code packages are imported anew, from the function's CodeUri.
+
+        close() puts the process's own modules back: objects made before the deploy (pydantic models with
+        deferred annotations, say) resolve names through sys.modules and would break against the stack's copies.
+        """
+        for code_dir in sorted(set(code_dirs)):
+            packages = _importable_names(code_dir)
+            purged = {name: module for name, module in sys.modules.items() if _top_level(name) in packages}
+            for name in purged:
+                del sys.modules[name]
+            self._cleanup.callback(_restore_modules, packages, purged)
+            if str(code_dir) not in sys.path:
+                sys.path.insert(0, str(code_dir))
+                self._cleanup.callback(_remove_from_path, str(code_dir))
+
+    # --- what a deployed stack offers -----------------------------------------------------------------------
+
+    def physical_id(self, logical_id: str) -> Any:
+        """What `Ref` gives: bucket name, queue URL, table name, function name, state machine ARN..."""
+        return self._resource(logical_id).physical_id
+
+    def attribute(self, logical_id: str, name: str) -> Any:
+        """What `Fn::GetAtt` gives."""
+        resource = self._resource(logical_id)
+        if name not in resource.attributes:
+            raise TemplateError(
+                f"Fn::GetAtt {logical_id}.{name}: {resource.type} offers {sorted(resource.attributes)} here"
+            )
+        return resource.attributes[name]
+
+    def client(self, service: str) -> Any:
+        """A boto3 client on the embedded AWS (clients are thread-safe, so one per service is shared)."""
+        if self._closed:
+            # moto is stopped: a client now would reach the real AWS.
+            raise RuntimeError(f"stack {self.stack_name} is closed")
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = boto3.client(service, region_name=self.region)
+            return self._clients[service]
+
+    def invoke(
+        self, logical_id: str, event: Any, environment_overrides: Mapping[str, str | None] | None = None
+    ) -> Any:
+        """Runs the function's handler like `sam local invoke` and returns its result (JSON round-tripped).
+
+        The handler's own exception is re-raised; a runtime failure (import error, unserialisable result,
+        timeout) raises LambdaRuntimeError. Overrides apply to the whole process while the handler runs.
+        """
+        runtime = self._runtime(logical_id)
+        with self._process_environment.overridden(environment_overrides or {}):
+            invocation = runtime.invoke(event, trigger="invoke")
+        if invocation.exception is not None:
+            raise invocation.exception
+        if invocation.error is not None:
+            raise LambdaRuntimeError(logical_id, invocation.error)
+        return invocation.result
+
+    def replace_handler(self, logical_id: str, handler: Handler | None) -> None:
+        """Tests only: the function runs `handler(event, context)` instead of its code; None undoes it."""
+        self._runtime(logical_id).replace_handler(handler)
+
+    def drain(self, timeout: float = 60) -> None:
+        """Blocks until every polled queue is empty with nothing in flight, no handler is running and every
+        state machine execution has ended; raises TimeoutError saying what is still busy otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._raise_if_poller_failed()
+            started = self.invocations.started
+            busy = self._busy()
+            # An invocation that started while looking (a redelivered message, a new execution) means look again.
+            if not busy and self.invocations.started == started:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"stack {self.stack_name} still busy after {timeout} s: {'; '.join(busy)}")
+            time.sleep(0.05)
+
+    def wait_for_executions(self, timeout: float = 60) -> list[dict[str, Any]]:
+        """Waits until no execution of the stack's state machines runs; returns every execution's description."""
+        deadline = time.monotonic() + timeout
+        while running := self._executions("RUNNING"):
+            if time.monotonic() >= deadline:
+                names = ", ".join(execution["executionArn"] for execution in running)
+                raise TimeoutError(f"executions still running after {timeout} s: {names}")
+            time.sleep(0.05)
+        stepfunctions = self.client("stepfunctions")
+        return [
+            stepfunctions.describe_execution(executionArn=execution["executionArn"])
+            for execution in sorted(self._executions(), key=lambda execution: execution["startDate"])
+        ]
+
+    def close(self) -> None:
+        """Stops the pollers and executions, then moto; puts os.environ and sys.path back. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            self._cleanup.close()
+        finally:
+            self._closed = True
+
+    def __enter__(self) -> DeployedStack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    def _resource(self, logical_id: str) -> DeployedResource:
+        if logical_id not in self.resources:
+            if logical_id in self.template.resources:
+                raise TemplateError(
+                    f"{logical_id} is not created (its condition is false, or it comes later)"
+                )
+            raise TemplateError(f"{logical_id}: no such resource in {self.template.path.name}")
+        return self.resources[logical_id]
+
+    def _runtime(self, logical_id: str) -> FunctionRuntime:
+        if logical_id not in self._runtimes:
+            raise TemplateError(
+                f"{logical_id} is not a function of the stack (functions: {sorted(self._runtimes)})"
+            )
+        return self._runtimes[logical_id]
+
+    def _state_machine_arns(self) -> list[str]:
+        return [
+            resource.physical_id
+            for resource in self.resources.values()
+            if resource.type == STATE_MACHINE_TYPE
+        ]
+
+    def _executions(self, status: str | None = None) -> list[dict[str, Any]]:
+        paginator = self.client("stepfunctions").get_paginator("list_executions")
+        executions = []
+        for arn in self._state_machine_arns():
+            request = {"stateMachineArn": arn} | ({"statusFilter": status} if status else {})
+            for page in paginator.paginate(**request):
+                executions.extend(page["executions"])
+        return executions
+
+    def _busy(self) -> list[str]:
+        busy = []
+        for poller in self.pollers:
+            if not poller.started:
+                continue
+            attributes = self.client("sqs").get_queue_attributes(
+                QueueUrl=poller.source.queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )["Attributes"]
+            counts = {
+                name.removeprefix("ApproximateNumberOf"): int(value) for name, value in attributes.items()
+            }
+            if any(counts.values()) or poller.batches_in_flight:
+                details = ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
+                busy.append(
+                    f"queue {poller.source.queue_arn}: {details}, batches in flight {poller.batches_in_flight}"
+                )
+        if self.invocations.in_progress:
+            busy.append(f"{self.invocations.in_progress} handler invocation(s) running")
+        busy.extend(
+            f"execution {execution['executionArn']} running" for execution in self._executions("RUNNING")
+        )
+        return busy
+
+    def _raise_if_poller_failed(self) -> None:
+        for poller in self.pollers:
+            if poller.failure is not None:
+                raise RuntimeError(
+                    f"the SQS poller of {poller.source.function_logical_id} died"
+                ) from poller.failure
+
+    def _stop_pollers(self) -> None:
+        for poller in self.pollers:
+            poller.stop()
+        deadline = time.monotonic() + CLOSE_GRACE_SECONDS
+        stuck = [
+            name for poller in self.pollers for name in poller.join(max(0.0, deadline - time.monotonic()))
+        ]
+        if stuck:
+            logger.warning("SQS poller threads still running at close: %s", stuck)
+
+    def _stop_executions_and_wait(self) -> None:
+        """Executions run on moto's threads; stopped here so that none calls AWS once moto is gone."""
+        stepfunctions = self.client("stepfunctions")
+        for execution in self._executions("RUNNING"):
+            try:
+                stepfunctions.stop_execution(executionArn=execution["executionArn"], cause="stack closed")
+            except ClientError as error:
+                # It ended between listing and stopping: nothing left to stop.
+                logger.debug("stopping %s: %s", execution["executionArn"], error)
+        deadline = time.monotonic() + CLOSE_GRACE_SECONDS
+        while self.invocations.in_progress and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.invocations.in_progress:
+            logger.warning("%d handler invocation(s) still running at close", self.invocations.in_progress)
+
+
+def _importable_names(code_dir: Path) -> set[str]:
+    """Top-level packages and modules a function's code directory provides (handlers, shared...)."""
+    names = set()
+    for entry in code_dir.iterdir():
+        if entry.is_dir() and entry.name.isidentifier():
+            names.add(entry.name)
+        elif entry.suffix == ".py" and entry.stem.isidentifier():
+            names.add(entry.stem)
+    return names
+
+
+def _top_level(module_name: str) -> str:
+    return module_name.split(".", 1)[0]
+
+
+def _restore_modules(packages: set[str], modules: Mapping[str, Any]) -> None:
+    for name in [name for name in sys.modules if _top_level(name) in packages]:
+        del sys.modules[name]
+    sys.modules.update(modules)
+
+
+def _remove_from_path(entry: str) -> None:
+    if entry in sys.path:
+        sys.path.remove(entry)

@@ -1,0 +1,56 @@
+"""`deploy_stack`: template.yaml (or another template) deployed into the embedded AWS for one test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtools.embedded_aws import DeployedStack, EmbeddedAws, Template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+
+# Fast settings for tests, applied to the parameters the deployed template declares.
+FAST_PARAMETERS = {"RetryBaseDelaySeconds": "0", "PollMaxWaitSeconds": "1", "MaxReceiveCount": "3"}
+# Seconds; shortens every queue's VisibilityTimeout (720 in template.yaml) so failed messages come back quickly.
+# Tests and local runs only: deployed stacks keep the template's values.
+FAST_VISIBILITY_TIMEOUT = 2
+
+DeployStack = Callable[..., DeployedStack]
+
+
+@pytest.fixture
+def deploy_stack() -> Iterator[DeployStack]:
+    """`deploy_stack(parameters=..., extra_environment=...)` -> a DeployedStack, closed after the test.
+
+    Keyword options: `template` (default template.yaml), `visibility_timeout_override` (default 2 s; None keeps
+    the template's), and anything else EmbeddedAws.deploy takes (stack_name, start_pollers).
+    """
+    stacks: list[DeployedStack] = []
+
+    def deploy(
+        parameters: Mapping[str, Any] | None = None,
+        extra_environment: Mapping[str, str] | None = None,
+        *,
+        template: str | Path = TEMPLATE,
+        visibility_timeout_override: int | None = FAST_VISIBILITY_TIMEOUT,
+        **options: Any,
+    ) -> DeployedStack:
+        declared = Template.load(template).parameters
+        fast = {name: value for name, value in FAST_PARAMETERS.items() if name in declared}
+        stack = EmbeddedAws.deploy(
+            template,
+            parameters={**fast, **(parameters or {})},
+            extra_environment=extra_environment,
+            visibility_timeout_override=visibility_timeout_override,
+            **options,
+        )
+        stacks.append(stack)
+        return stack
+
+    yield deploy
+    for stack in reversed(stacks):
+        stack.close()
