@@ -44,6 +44,7 @@ class Settings:
     event_bus_name: str
     retry_base_delay_seconds: int
     max_receive_count: int
+    gateway_max_attempts: int
     routing_rules_parameter: str
     poller_state_machine_arn: str
     price_table: Mapping[str, tuple[float, float]]
@@ -66,6 +67,7 @@ class Settings:
             event_bus_name=env.get("EVENT_BUS_NAME", "default"),
             retry_base_delay_seconds=int(env.get("RETRY_BASE_DELAY_SECONDS", "30")),
             max_receive_count=int(env.get("MAX_RECEIVE_COUNT", "5")),
+            gateway_max_attempts=int(env.get("GATEWAY_MAX_ATTEMPTS", "4")),
             routing_rules_parameter=env.get("ROUTING_RULES_PARAMETER", ""),
             poller_state_machine_arn=env.get("POLLER_STATE_MACHINE_ARN", ""),
             price_table=parse_price_table(env.get("PRICE_TABLE", "")),

@@ -52,10 +52,11 @@ class Runtime:
 
     @cached_property
     def gateway(self) -> GatewayClient:
-        from shared.gateway import GatewayClient
+        from shared.gateway import GatewayClient, RetryPolicy
 
         s = self.settings
-        return GatewayClient(s.gateway_base_url, s.organisation, s.token_provider())
+        retry = RetryPolicy(max_attempts=s.gateway_max_attempts)
+        return GatewayClient(s.gateway_base_url, s.organisation, s.token_provider(), retry=retry)
 
     @cached_property
     def records(self) -> RecordStore:
