@@ -6,11 +6,13 @@ from typing import Any
 
 from aws_lambda_powertools.logging import Logger
 
+from shared import logs
 from shared.records import Status
 from shared.runtime import runtime
 from shared.tool_executions import finish_request
 
 logger = Logger()
+logs.use_service_logger(logger)
 
 
 @logger.inject_lambda_context(correlation_id_path="requestId", clear_state=True)

@@ -7,10 +7,12 @@ from typing import Any
 
 from aws_lambda_powertools.logging import Logger
 
+from shared import logs
 from shared.runtime import runtime
 from shared.tool_executions import poll_step
 
 logger = Logger()
+logs.use_service_logger(logger)
 
 
 @logger.inject_lambda_context(correlation_id_path="requestId", clear_state=True)

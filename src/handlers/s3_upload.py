@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import Logger
 
+from shared import logs
 from shared.batch import RetryBackoff, SqsMessage, is_sqs_event, process_batch
 from shared.errors import ConfigurationError
 from shared.lambda_context import time_budget
@@ -13,6 +14,7 @@ from shared.runtime import runtime
 from shared.uploads import process_upload, process_upload_message, uploads_in
 
 logger = Logger()
+logs.use_service_logger(logger)
 MAX_PARALLEL_UPLOADS = 10
 
 

@@ -6,12 +6,14 @@ from typing import Any
 
 from aws_lambda_powertools.logging import Logger
 
+from shared import logs
 from shared.batch import RetryBackoff, SqsMessage, process_batch
 from shared.lambda_context import time_budget
 from shared.queued_requests import process_request_message
 from shared.runtime import runtime
 
 logger = Logger()
+logs.use_service_logger(logger)
 MAX_PARALLEL_REQUESTS = 10
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from shared import logs
 from shared.errors import PipelineError
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ def process_batch(
     failures: list[dict[str, str]] = []
 
     def run(message: SqsMessage) -> BaseException | None:
+        logs.unbind_all()  # pool threads are reused: drop the previous message's keys
+        logs.bind(messageId=message.message_id)
         try:
             handle(message)
         except Exception as error:  # reported to SQS, which delivers the message again: nothing is hidden
@@ -98,11 +101,8 @@ class RetryBackoff:
             logger.warning("could not delay message %s: %s", message.message_id, failure)
 
 
-_queue_urls: dict[str, str] = {}
-
-
 def queue_url(sqs: Any, queue_arn: str) -> str:
-    if queue_arn not in _queue_urls:
-        _, _, _, _, account, name = queue_arn.split(":", 5)
-        _queue_urls[queue_arn] = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
-    return _queue_urls[queue_arn]
+    """From the event's queue ARN and the client's regional endpoint: no GetQueueUrl call (and no permission
+    for it) needed."""
+    _, _, _, _, account, name = queue_arn.split(":", 5)
+    return f"{sqs.meta.endpoint_url.rstrip('/')}/{account}/{name}"

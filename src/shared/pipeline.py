@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared import logs
 from shared.errors import PipelineError, TransientStoreError
 from shared.records import TERMINAL, Status, split_for_item
 
@@ -64,6 +65,7 @@ class Pipeline:
     clock: Callable[[], float] = time.monotonic
 
     def run(self, job: Job, *, budget_seconds: float) -> Outcome:
+        logs.bind(requestId=job.request_id)
         claim = self.records.claim(
             job.request_id, source=job.source, lease_seconds=budget_seconds + 30, metadata=job.metadata
         )

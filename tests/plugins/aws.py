@@ -15,7 +15,7 @@ TEMPLATE = ROOT / "template.yaml"
 
 # Fast settings for tests, applied to the parameters the deployed template declares.
 FAST_PARAMETERS = {"RetryBaseDelaySeconds": "0", "PollMaxWaitSeconds": "1", "MaxReceiveCount": "3"}
-# Seconds; shortens every queue's VisibilityTimeout (720 in template.yaml) so failed messages come back quickly.
+# Seconds; shortens every queue's VisibilityTimeout (750 in template.yaml) so failed messages come back quickly.
 # Tests and local runs only: deployed stacks keep the template's values.
 FAST_VISIBILITY_TIMEOUT = 2
 
