@@ -18,16 +18,10 @@ from shared.gateway import GatewayClient, RetryPolicy
 from shared.request_builder import build_chat_request, prepare
 from shared.sources import BytesSource, FileSource
 from tests.plugins.gateway import EMULATOR_TOKEN
+from tests.sample_files import IMAGE_TOOL
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 NOVA = "amazon.nova-lite-v1:0"
-IMAGE_TOOL = {
-    "toolSpec": {
-        "name": "generate_image",
-        "description": "Generate an image",
-        "inputSchema": {"json": {"type": "object", "properties": {"prompt": {"type": "string"}}}},
-    }
-}
 
 
 def weather_tool(name="get_weather"):

@@ -21,6 +21,7 @@ from shared.media import (
     detect,
     sanitize_document_name,
 )
+from tests.sample_files import SAMPLE_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -47,20 +48,7 @@ def rejection(data: bytes, **hints: str) -> str:
 
 # --- every committed file -----------------------------------------------------------------------------------
 
-SAMPLE_EXPECTATIONS = {
-    "photo.jpg": ("image", "jpeg"),
-    "diagram.png": ("image", "png"),
-    "animation.gif": ("image", "gif"),
-    "sticker.webp": ("image", "webp"),
-    "clip.mp4": ("video", "mp4"),
-    "report.pdf": ("document", "pdf"),
-    "sales.csv": ("document", "csv"),
-    "letter.docx": ("document", "docx"),
-    "budget.xlsx": ("document", "xlsx"),
-    "notes.txt": ("text", "txt"),
-    "readme.md": ("text", "md"),
-    "config.json": ("text", "json"),
-}
+SAMPLE_EXPECTATIONS = SAMPLE_KINDS
 ACCEPTED_FIXTURES = {
     "clip.mov": ("video", "mov"),
     "clip.mkv": ("video", "mkv"),

@@ -2,7 +2,6 @@
 
 import base64
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,24 +11,11 @@ from shared.gateway import GatewayClient
 from shared.models import MAX_MEDIA_BYTES, ChatResponse, ToolExecution
 from shared.request_builder import build_chat_request, prepare, with_attachments
 from shared.sources import BytesSource, FileSource
+from tests.sample_files import SAMPLE_KINDS, SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 NOVA = "amazon.nova-lite-v1:0"
 
-EXPECTED = {
-    "photo.jpg": ("image", "jpeg"),
-    "diagram.png": ("image", "png"),
-    "animation.gif": ("image", "gif"),
-    "sticker.webp": ("image", "webp"),
-    "clip.mp4": ("video", "mp4"),
-    "report.pdf": ("document", "pdf"),
-    "sales.csv": ("document", "csv"),
-    "letter.docx": ("document", "docx"),
-    "budget.xlsx": ("document", "xlsx"),
-    "notes.txt": ("text", "txt"),
-    "readme.md": ("text", "md"),
-    "config.json": ("text", "json"),
-}
+EXPECTED = SAMPLE_KINDS
 
 
 def wire(request) -> dict:

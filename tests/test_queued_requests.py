@@ -5,16 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.sample_files import IMAGE_TOOL
+
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 SCHEMA = Path(__file__).resolve().parents[1] / "schema" / "request-message.schema.json"
 NOVA = "amazon.nova-lite-v1:0"
-IMAGE_TOOL = {
-    "toolSpec": {
-        "name": "generate_image",
-        "description": "Generate an image from a description",
-        "inputSchema": {"json": {"type": "object", "properties": {"prompt": {"type": "string"}}}},
-    }
-}
 
 
 def failure(record):

@@ -6,14 +6,7 @@ import time
 
 from tests.plugins.gateway import EMULATOR_TOKEN
 from tests.plugins.pipeline import Pipeline, pipeline_parameters
-
-IMAGE_TOOL = {
-    "toolSpec": {
-        "name": "generate_image",
-        "description": "Generate an image",
-        "inputSchema": {"json": {"type": "object", "properties": {"prompt": {"type": "string"}}}},
-    }
-}
+from tests.sample_files import IMAGE_TOOL
 
 
 def image_request(request_id: str) -> dict:

@@ -6,20 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-DATA = Path(__file__).resolve().parent / "data"
-MEDIA_SAMPLES = {
-    "photo.jpg": ("image", "jpeg"),
-    "diagram.png": ("image", "png"),
-    "animation.gif": ("image", "gif"),
-    "sticker.webp": ("image", "webp"),
-    "clip.mp4": ("video", "mp4"),
-    "report.pdf": ("document", "pdf"),
-    "sales.csv": ("document", "csv"),
-    "letter.docx": ("document", "docx"),
-    "budget.xlsx": ("document", "xlsx"),
-}
-TEXT_SAMPLES = ["notes.txt", "readme.md", "config.json"]
+from tests.sample_files import DATA, MEDIA_SAMPLES, SAMPLES, TEXT_SAMPLES
 
 
 def decoded_line(kind: str, fmt: str, data: bytes) -> str:
@@ -146,7 +133,7 @@ def test_a_redelivered_event_calls_the_gateway_once(pipeline):
 
 
 def test_keys_with_spaces_and_unicode(pipeline):
-    key = "incoming/Q3 report – été+final.pdf"
+    key = "incoming/Q3 report – été+final.pdf"  # noqa: RUF001 (the en dash is the point)
     pipeline.upload(key, (SAMPLES / "report.pdf").read_bytes())
     pipeline.drain()
     record = pipeline.record_for_key(key)
