@@ -81,6 +81,10 @@ class Pipeline:
                 request, budget_seconds=budget_seconds, correlation_id=job.request_id
             )
             latency = self.clock() - started
+            self.telemetry.gateway_answered(request.model_id, latency, response.usage)
+            # Storing is inside the try too: if it fails, the lease is given back (or the request recorded
+            # as given up) instead of being held until it expires.
+            return self._store(job, request, response, latency)
         except PipelineError as error:
             if not error.retryable:
                 return self.fail(job.request_id, error)
@@ -91,8 +95,6 @@ class Pipeline:
             logger.exception("unexpected failure of request %s", job.request_id)
             self._give_back(job, error)
             raise
-        self.telemetry.gateway_answered(request.model_id, latency, response.usage)
-        return self._store(job, request, response, latency)
 
     def fail(
         self, request_id: str, error: PipelineError | Exception, message: str | None = None, **kw: Any
@@ -114,7 +116,7 @@ class Pipeline:
     def _give_back(self, job: Job, error: Exception) -> None:
         if job.receive_count >= self.max_receive_count:
             self.fail(job.request_id, error, message=f"gave up after {job.receive_count} attempts: {error}")
-        elif isinstance(error, PipelineError):
+        else:
             self.records.release(job.request_id, error)
 
     def _store(self, job: Job, request: ChatRequest, response: ChatResponse, latency: float) -> Outcome:

@@ -153,7 +153,7 @@ class RecordStore:
             return Claim(outcome, record)
         return Claim("claimed", from_dynamo(result["Attributes"]))
 
-    def release(self, request_id: str, error: PipelineError) -> None:
+    def release(self, request_id: str, error: PipelineError | Exception) -> None:
         """Gives the lease back after a transient failure, so the next delivery may try at once."""
         self._update(
             request_id,
