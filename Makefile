@@ -33,7 +33,7 @@ $(STAMP): requirements-dev.txt src/requirements.txt
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m devtools.run $(if $(FILES),--files $(FILES)) $(if $(PROMPT),--prompt "$(PROMPT)")
+	$(PY) -m devtools.run $(if $(FILES),--files $(FILES)) $(if $(PROMPT),--prompt '$(subst ','\'',$(PROMPT))')
 
 invoke: $(STAMP)
 	@if [ -z "$(FN)" ] || [ -z "$(EVENT)" ]; then echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json [ENV=env.json] [OBJECT=path]" >&2; exit 2; fi

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from shared.messages import RequestMessage  # noqa: E402
+from shared.messages import RequestMessage
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schema" / "request-message.schema.json"
 

@@ -494,7 +494,9 @@ def test_every_resource_of_template_yaml_exists_in_moto_with_the_templates_setti
 
     # The settings that matter most, spelled out.
     declared = template.resources["UploadEventsQueue"]["Properties"]["VisibilityTimeout"]
-    assert queue_attributes(stack, stack.physical_id("UploadEventsQueue"))["VisibilityTimeout"] == str(declared)
+    assert queue_attributes(stack, stack.physical_id("UploadEventsQueue"))["VisibilityTimeout"] == str(
+        declared
+    )
     redrive = json.loads(queue_attributes(stack, stack.physical_id("RequestQueue"))["RedrivePolicy"])
     assert redrive == {"deadLetterTargetArn": stack.attribute("RequestDLQ", "Arn"), "maxReceiveCount": 3}
     bucket = stack.physical_id("UploadsBucket")
