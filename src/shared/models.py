@@ -156,9 +156,24 @@ def media_of(block: ContentBlock) -> ImageData | VideoData | DocumentData | None
     return None
 
 
+BLOCK_KINDS = ("text", "image", "video", "document")
+
+
 class Message(WireModel):
     role: Literal["user", "assistant", "system"]
     content: str | Annotated[list[ContentBlock], Field(min_length=1)]
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _one_kind_per_block(cls, content: Any) -> Any:
+        # Said plainly here; the union's own errors would list every alternative it tried.
+        for index, block in enumerate(content if isinstance(content, list) else []):
+            kinds = [k for k in BLOCK_KINDS if isinstance(block, dict) and k in block]
+            if isinstance(block, dict) and len(kinds) != 1:
+                raise ValueError(
+                    f"block {index} must have exactly one of {', '.join(BLOCK_KINDS)}; it has {kinds or list(block)}"
+                )
+        return content
 
     def blocks(self) -> list[ContentBlock]:
         return [TextBlock(text=self.content)] if isinstance(self.content, str) else list(self.content)
@@ -313,8 +328,16 @@ class ExecutionNotFound(ResponseModel):
     execution_id: str | None = None
 
 
-def invalid_request_from(error: ValidationError) -> InvalidRequestError:
-    first = error.errors()[0]
-    # Wire names (camelCase), as the caller wrote them.
-    field = ".".join(to_camel(part) if isinstance(part, str) else str(part) for part in first["loc"])
-    return InvalidRequestError(field or "request", first["msg"])
+def _is_union_tag(part: str | int) -> bool:
+    # Pydantic puts the union member it tried into the location ("str", "list[...]", "ImageBlock").
+    return isinstance(part, str) and (
+        part in ("str", "int", "float", "bool") or "[" in part or part[:1].isupper()
+    )
+
+
+def invalid_request_from(error: ValidationError, root: str = "request") -> InvalidRequestError:
+    """The error the caller can act on: of a union's alternatives, the one that got furthest into the
+    input (a bad image format, not "should be a valid string"), named by wire names (camelCase)."""
+    deepest = max(error.errors(), key=lambda e: len([p for p in e["loc"] if not _is_union_tag(p)]))
+    parts = [to_camel(p) if isinstance(p, str) else str(p) for p in deepest["loc"] if not _is_union_tag(p)]
+    return InvalidRequestError(".".join(parts) or root, deepest["msg"].removeprefix("Value error, "))

@@ -35,7 +35,7 @@ def parse_message(message: SqsMessage) -> tuple[str, RequestMessage]:
     try:
         parsed = RequestMessage.model_validate(body)
     except ValidationError as error:
-        raise UnreadableMessage(request_id, invalid_request_from(error)) from None
+        raise UnreadableMessage(request_id, invalid_request_from(error, root="body")) from None
     return parsed.request_id or message.message_id, parsed
 
 

@@ -98,8 +98,11 @@ def parse_rules(text: str, origin: str) -> RoutingRules:
             rules = (data or {}).get("rules") or []
             index = location[1]
             name = rules[index].get("name") if index < len(rules) and isinstance(rules[index], dict) else None
-            where = f"rule {name or index!r}: " + ".".join(str(p) for p in location[2:])
-        raise InvalidRequestError(origin, f"{where}: {problem['msg']}") from None
+            inside = ".".join(str(p) for p in location[2:])
+            where = f"rule {name or index!r}" + (f": {inside}" if inside else "")
+        raise InvalidRequestError(
+            origin, f"{where}: {problem['msg'].removeprefix('Value error, ')}"
+        ) from None
 
 
 def load_rules(parameter_name: str = "", ssm_client: Any = None) -> RoutingRules:

@@ -94,6 +94,8 @@ class Runtime:
 
     @cached_property
     def routing_rules(self) -> RoutingRules:
+        from botocore.exceptions import ClientError
+
         from shared.errors import ConfigurationError, InvalidRequestError
         from shared.routing import load_rules
 
@@ -102,6 +104,12 @@ class Runtime:
             return load_rules(name, self._client("ssm") if name else None)
         except InvalidRequestError as error:
             raise ConfigurationError(f"invalid routing rules: {error}") from error
+        except ClientError as error:
+            # A missing or unreadable parameter is a deployment fault: uploads wait (and are retried).
+            problem = error.response.get("Error", {})
+            raise ConfigurationError(
+                f"routing rules parameter {name} could not be read: {problem.get('Code')}: {problem.get('Message')}"
+            ) from error
 
 
 @functools.cache

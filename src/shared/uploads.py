@@ -38,17 +38,23 @@ class Upload:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Upload:
-        s3 = record["s3"]
-        obj = s3["object"]
-        return cls(
-            bucket=s3["bucket"]["name"],
-            key=unquote_plus(obj["key"]),
-            size=obj.get("size"),
-            etag=obj.get("eTag"),
-            version_id=obj.get("versionId") or None,
-            sequencer=obj.get("sequencer"),
-            event_name=record.get("eventName", ""),
-        )
+        try:
+            s3 = record["s3"]
+            obj = s3["object"]
+            return cls(
+                bucket=s3["bucket"]["name"],
+                key=unquote_plus(obj["key"]),
+                size=obj.get("size"),
+                etag=obj.get("eTag"),
+                version_id=obj.get("versionId") or None,
+                sequencer=obj.get("sequencer"),
+                event_name=record.get("eventName", ""),
+            )
+        except (KeyError, TypeError) as missing:
+            raise InvalidRequestError(
+                "Records[].s3",
+                f"an S3 event record needs s3.bucket.name and s3.object.key (missing {missing})",
+            ) from None
 
     @property
     def request_id(self) -> str:
@@ -75,7 +81,20 @@ def uploads_in(body: dict[str, Any]) -> list[Upload]:
     records = body.get("Records")
     if not isinstance(records, list):
         raise InvalidRequestError("body", "not an S3 event notification (no Records)")
-    return [Upload.from_record(r) for r in records if r.get("eventSource") == "aws:s3"]
+    uploads = []
+    for record in records:
+        if record.get("eventSource") != "aws:s3":
+            obj = (record.get("s3") or {}).get("object") or {}
+            bucket = ((record.get("s3") or {}).get("bucket") or {}).get("name")
+            logger.warning(
+                "skipped s3://%s/%s: the record's eventSource is %r, not aws:s3",
+                bucket,
+                unquote_plus(str(obj.get("key", ""))),
+                record.get("eventSource"),
+            )
+            continue
+        uploads.append(Upload.from_record(record))
+    return uploads
 
 
 def skip_reason(upload: Upload, rt: Runtime) -> str | None:
@@ -136,12 +155,14 @@ def process_upload(
 
 def process_upload_message(rt: Runtime, message: SqsMessage, *, budget_seconds: float) -> list[Outcome]:
     try:
-        body = json.loads(message.body)
+        try:
+            body = json.loads(message.body)
+        except json.JSONDecodeError as error:
+            raise InvalidRequestError("body", f"not valid JSON: {error}") from None
         if not isinstance(body, dict):
             raise InvalidRequestError("body", "an S3 event notification must be a JSON object")
         uploads = uploads_in(body)
-    except (json.JSONDecodeError, InvalidRequestError, KeyError, TypeError) as error:
-        reason = error if isinstance(error, InvalidRequestError) else InvalidRequestError("body", str(error))
+    except InvalidRequestError as reason:
         request_id = f"upload-message-{message.message_id}"
         source = {"type": "sqs", "queue": message.queue_arn, "messageId": message.message_id}
         return [rt.pipeline.fail(request_id, reason, source=source)]
