@@ -11,25 +11,14 @@ import pytest
 
 from devtools import run
 from devtools.local_pipeline import GatewayChoiceError, emulator_target, quant_gateway_from, start_emulator
+from tests.sample_files import MEDIA_SAMPLES, SAMPLE_KINDS, SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-MEDIA = {
-    ".jpg": ("image", "jpeg"),
-    ".png": ("image", "png"),
-    ".gif": ("image", "gif"),
-    ".webp": ("image", "webp"),
-    ".mp4": ("video", "mp4"),
-    ".pdf": ("document", "pdf"),
-    ".csv": ("document", "csv"),
-    ".docx": ("document", "docx"),
-    ".xlsx": ("document", "xlsx"),
-}
 QUEUED = ["short-form", "full-form", "with-attachment", "image-generation"]
 
 
 def proof(path: Path) -> str:
     """The line the emulator writes for a media item it decoded (see devtools/emulator/replies.py)."""
-    kind, fmt = MEDIA[path.suffix]
+    kind, fmt = MEDIA_SAMPLES[path.name]
     data = path.read_bytes()
     return f"{kind} 1: {fmt}, {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}"
 
@@ -46,7 +35,7 @@ def test_make_run_on_the_samples_completes_every_request(tmp_path, capsys):
     assert output.startswith("gateway: local emulator at http://127.0.0.1:")
 
     samples = sorted(p for p in SAMPLES.iterdir() if p.name != "README.md")
-    assert {".txt", ".md", ".json"} | set(MEDIA) == {p.suffix for p in samples}  # every kind is exercised
+    assert {p.name for p in samples} == set(SAMPLE_KINDS)  # every kind is exercised
     sources = [f"incoming/{p.name}" for p in samples] + [f"queue:{r}" for r in QUEUED]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [row["source"] for row in summary] == sources
@@ -63,7 +52,7 @@ def test_make_run_on_the_samples_completes_every_request(tmp_path, capsys):
         assert document["status"] == record["status"] == "COMPLETED", record
         assert record["source"]["key"] == f"incoming/{path.name}" and record["attempts"] == 1
         assert result["content"] == record["content"] and result["usage"] == record["usage"]
-        if path.suffix in MEDIA:
+        if path.name in MEDIA_SAMPLES:
             assert proof(path) in record["content"]
         else:
             first_line = path.read_text().splitlines()[0]

@@ -99,10 +99,9 @@ class Pipeline:
     def fail(
         self, request_id: str, error: PipelineError | Exception, message: str | None = None, **kw: Any
     ) -> Outcome:
-        self.records.fail(request_id, error, message=message, **kw)
+        record = self.records.fail(request_id, error, message=message, **kw)
         self.telemetry.request_failed(getattr(error, "kind", type(error).__name__))
-        record = self.records.get(request_id)
-        if record and record.get("status") == Status.FAILED:
+        if record:
             self._notify(record)
         return Outcome(request_id, Status.FAILED.value, message or str(error))
 
@@ -156,11 +155,12 @@ class Pipeline:
             if moved:
                 self.poller.start(job.request_id, executions)
             return Outcome(job.request_id, Status.WAITING_FOR_TOOLS.value)
-        if self.records.finish(job.request_id, Status.COMPLETED, fields, allowed_from=(Status.PROCESSING,)):
+        record = self.records.finish(
+            job.request_id, Status.COMPLETED, fields, allowed_from=(Status.PROCESSING,)
+        )
+        if record:
             self.telemetry.request_completed()
-            record = self.records.get(job.request_id)
-            if record:
-                self._notify(record)
+            self._notify(record)
         else:
             logger.warning("request %s had already moved on; its record was left as it was", job.request_id)
         return Outcome(job.request_id, Status.COMPLETED.value)

@@ -163,8 +163,8 @@ class RecordStore:
 
     def finish(
         self, request_id: str, status: Status, fields: dict[str, Any], *, allowed_from: tuple[Status, ...]
-    ) -> bool:
-        """Moves the record forward to `status`; False when it had already moved on (a duplicate)."""
+    ) -> dict[str, Any] | None:
+        """Moves the record forward to `status` and returns it; None when it had already moved on."""
         return self._update(request_id, {"status": status.value, **fields}, allowed_from=allowed_from)
 
     def fail(
@@ -175,8 +175,9 @@ class RecordStore:
         message: str | None = None,
         source: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
-    ) -> bool:
-        """Records FAILED, creating the record if the request never got as far as a claim."""
+    ) -> dict[str, Any] | None:
+        """Records FAILED (and returns the record), creating it if the request never got as far as a claim;
+        None when the record had already ended."""
         fields: dict[str, Any] = {
             "status": Status.FAILED.value,
             "error": error_fields(error, message),
@@ -203,7 +204,7 @@ class RecordStore:
         allowed_from: tuple[Status, ...],
         create: bool = False,
         remove: tuple[str, ...] = (),
-    ) -> bool:
+    ) -> dict[str, Any] | None:
         now = self._clock()
         fields = {"updatedAt": utc_now_iso(now), **fields}
         if create:
@@ -232,19 +233,20 @@ class RecordStore:
         if remove:
             expression += " REMOVE " + ", ".join(remove)
         try:
-            self._call(
+            result = self._call(
                 self._table.update_item,
                 Key={"requestId": request_id},
                 UpdateExpression=expression,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",  # the caller usually needs the record next: no second read
             )
         except ClientError as error:
             if error.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
+                return None
             raise
-        return True
+        return from_dynamo(result["Attributes"])
 
     @staticmethod
     def _call(operation: Any, **kwargs: Any) -> dict[str, Any]:

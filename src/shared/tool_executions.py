@@ -182,7 +182,7 @@ def finish_request(
     fields: dict[str, Any] = {"executions": slim}
     if error:
         fields["error"] = error
-    if not records.finish(request_id, status, fields, allowed_from=(Status.WAITING_FOR_TOOLS,)):
+    finished = records.finish(request_id, status, fields, allowed_from=(Status.WAITING_FOR_TOOLS,))
+    if finished is None:
         logger.info("request %s was already finished", request_id)
-        return None
-    return records.get(request_id)
+    return finished
