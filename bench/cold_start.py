@@ -7,13 +7,14 @@ time (start-up, import and exit) is reported beside it. `pass` is the floor: wha
     python bench/cold_start.py                 # the table, then one JSON line
     python bench/cold_start.py --top 25        # slowest imports of one handler (-X importtime), no JSON
     python bench/cold_start.py --top 25 --handler sqs_request
-    python bench/cold_start.py --lambda-like   # only what a deployed function sees (see below)
+    python bench/cold_start.py --dev-venv      # with the whole development environment (see below)
 
-By default the child sees the development virtual environment, as asked for (PYTHONPATH=src). That holds
-packages a deployed function never has, and some change what gets imported: httpx loads its command-line
-client when click and rich are installed, botocore loads awscrt and pyOpenSSL when they are. --lambda-like
-runs the child with `python -S` on src/ plus links to only src/requirements.txt and boto3 with their
-dependencies (boto3 standing for the Lambda runtime's own copy), resolved from the installed metadata.
+By default the child sees only what a deployed function sees: `python -S` on src/ plus links to only
+src/requirements.txt and boto3 with their dependencies (boto3 standing for the Lambda runtime's own copy),
+resolved from the installed metadata. --dev-venv uses the development virtual environment instead
+(PYTHONPATH=src); it holds packages a deployed function never has, and some change what gets imported:
+httpx loads its command-line client when click and rich are installed, botocore loads awscrt and pyOpenSSL
+when they are.
 """
 
 from __future__ import annotations
@@ -232,11 +233,13 @@ def main() -> None:
     parser.add_argument("--top", type=int, metavar="N", help="print the N slowest imports of --handler")
     parser.add_argument("--handler", default="s3_upload", help=f"for --top: one of {', '.join(HANDLERS)}")
     parser.add_argument(
-        "--lambda-like", action="store_true", help="only the packages a deployed function has (see above)"
+        "--dev-venv",
+        action="store_true",
+        help="the whole development environment, not a Lambda's (see above)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cold-start-bench-") as scratch:
-        python = interpreter(Path(scratch), args.lambda_like)
+        python = interpreter(Path(scratch), lambda_like=not args.dev_venv)
         if args.top:
             top_imports(args.handler, args.top, python)
             return
