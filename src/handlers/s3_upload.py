@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.logging import Logger
 
 from shared import logs
-from shared.batch import RetryBackoff, SqsMessage, is_sqs_event, process_batch
+from shared.batch import handle_sqs_event, is_sqs_event
 from shared.errors import ConfigurationError
 from shared.lambda_context import time_budget
 from shared.runtime import runtime
@@ -29,12 +29,12 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "routing rules are invalid; every upload fails (and is retried) until they are fixed"
         )
     if is_sqs_event(event):
-        messages = [SqsMessage.from_record(r) for r in event["Records"]]
-        return process_batch(
-            messages,
+        return handle_sqs_event(
+            event,
             lambda message: process_upload_message(rt, message, budget_seconds=budget),
+            sqs=rt.sqs,
+            retry_base_delay_seconds=rt.settings.retry_base_delay_seconds,
             max_workers=MAX_PARALLEL_UPLOADS,
-            on_failure=RetryBackoff(rt.sqs, rt.settings.retry_base_delay_seconds),
         )
     # A plain S3 notification (sam local invoke, or a bucket wired straight to the function).
     outcomes = [

@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.logging import Logger
 
 from shared import logs
-from shared.batch import RetryBackoff, SqsMessage, process_batch
+from shared.batch import handle_sqs_event
 from shared.lambda_context import time_budget
 from shared.queued_requests import process_request_message
 from shared.runtime import runtime
@@ -21,10 +21,10 @@ MAX_PARALLEL_REQUESTS = 10
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     rt = runtime()
     budget = time_budget(context)
-    messages = [SqsMessage.from_record(r) for r in event.get("Records", [])]
-    return process_batch(
-        messages,
+    return handle_sqs_event(
+        event,
         lambda message: process_request_message(rt, message, budget_seconds=budget),
+        sqs=rt.sqs,
+        retry_base_delay_seconds=rt.settings.retry_base_delay_seconds,
         max_workers=MAX_PARALLEL_REQUESTS,
-        on_failure=RetryBackoff(rt.sqs, rt.settings.retry_base_delay_seconds),
     )

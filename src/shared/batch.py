@@ -79,6 +79,22 @@ def process_batch(
     return {"batchItemFailures": failures}
 
 
+def handle_sqs_event(
+    event: dict[str, Any],
+    handle: Callable[[SqsMessage], Any],
+    *,
+    sqs: Any,
+    retry_base_delay_seconds: int,
+    max_workers: int,
+) -> dict[str, list[dict[str, str]]]:
+    """What both queue-fed functions do with their event: every message through `handle`, concurrently,
+    failures reported and delayed with the doubling backoff."""
+    messages = [SqsMessage.from_record(r) for r in event.get("Records", [])]
+    return process_batch(
+        messages, handle, max_workers=max_workers, on_failure=RetryBackoff(sqs, retry_base_delay_seconds)
+    )
+
+
 @dataclass
 class RetryBackoff:
     """Hides a failed message for base * 2^(deliveries-1) seconds (0 keeps the queue's own timeout)."""
