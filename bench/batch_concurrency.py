@@ -1,30 +1,38 @@
 """One SQS batch of 10 queued requests through SqsRequestFunction, against the same 10 requests handled one
 message after another, in one run, with the gateway emulator adding 500 ms to every chat call.
 
-Both ways run the real handler (src/handlers/sqs_request.py) on template.yaml deployed into the embedded AWS
-(moto), with real SQS-shaped events: the messages are sent to RequestQueue and received from it, so every
-record has a receipt handle, attributes and the queue's ARN as Lambda would give them. The batch is one
-invocation with 10 records (the handler runs them in threads sharing one connection pool); the baseline is
-10 invocations of one record each, so the code path and the records written are the same. Every request has
-its own requestId, so idempotency never skips work, and every record must end COMPLETED.
+Both ways run the real handler (src/handlers/sqs_request.py, `lambda_handler(event, context)`) in this
+benchmark's phase process, with the function environment template.yaml gives it, and with real SQS-shaped
+events: the messages are sent to RequestQueue and received from it, so every record has a receipt handle,
+attributes and the queue's ARN as Lambda would give them. The batch is one invocation with 10 records (the
+handler runs them in threads sharing one connection pool); the baseline is 10 invocations of one record each,
+so the code path and the records written are the same. Every request has its own requestId, so idempotency
+never skips work, and every record must end COMPLETED.
 
-The gateway emulator runs in a process of its own (`python -m devtools.emulator`), as the real gateway is a
-remote service whose work never runs on the caller's CPU. In this process, the emulator's CPU work (parsing
-each request, building each reply) would hold the same GIL as the handler's threads: work per message that
-threads cannot overlap, which would count against the batch here and never in AWS. moto's DynamoDB, S3 and
-EventBridge still run in this process (the embedded AWS is in-process), so their CPU work stays in both ways.
+AWS and the gateway are remote services whose work never runs on the caller's CPU, so neither runs here:
+- AWS is a moto server in a process of its own (`python -m moto.server`), reached over HTTP through
+  AWS_ENDPOINT_URL, which boto3 honours for every service. Only what the function touches is created there:
+  ResultsTable (its keys and indexes read from template.yaml), the uploads bucket, RequestQueue and its
+  dead-letter queue; EventBridge's default bus exists in moto. Embedded in this process (the embedded AWS),
+  moto's CPU work per message (DynamoDB expression parsing, S3, EventBridge; ~90 ms) held the same GIL as the
+  handler's threads: work that threads cannot overlap, counted against the batch here and never in AWS,
+  where those calls are network waits.
+- The gateway emulator runs in a process of its own (`python -m devtools.emulator`), for the same reason.
 
-There are two phases, each with its own emulator process and its own deploy of the stack (one embedded stack
-at a time; a fresh deploy starts the function cold, so it builds its gateway client for that emulator):
-first with 500 ms added to every chat call, then with none. In each phase a warm-up invocation runs first and
-is not timed, so neither way pays the cold start (imports, pydantic model builds, the first connections),
-then the pair is repeated (batch first, then sequential) and medians are reported. The phase with no added
-latency is the pipeline's own work per message (moto's CPU work, where in AWS it would be network waits), and
-shows how much of the remaining gap is the gateway latency that concurrency overlaps and how much is that CPU
-work, which threads cannot overlap.
+The moto server's own work is still serial (one GIL there), as it would not be in AWS, so the batch still
+pays some of it; it now overlaps the gateway waits instead of blocking the handler's threads.
+
+There are two phases, each in a child process of its own (the handler's runtime, and so its gateway client,
+is built once per process, as in a Lambda container) with its own emulator: first with 500 ms added to every
+chat call, then with none. In each phase a warm-up invocation runs first and is not timed, so neither way pays
+the cold start (imports, pydantic model builds, the first connections), then the pair is repeated (batch
+first, then sequential) and medians are reported. The phase with no added latency is the pipeline's own work
+per message (the handler's CPU plus the round trips to the moto server), and shows how much of the remaining
+gap is the gateway latency that concurrency overlaps and how much is that work.
 
 The handlers' stdout (Powertools log lines and EMF metrics, one JSON line each) goes to a temporary file, as
-Lambda sends it to CloudWatch, so the report stays readable.
+Lambda sends it to CloudWatch, so the report stays readable. The function environment is taken from a deploy
+of template.yaml into the embedded AWS (closed again at once), so it is not a second description of it.
 
     python bench/batch_concurrency.py               # the table, then one JSON line
     python bench/batch_concurrency.py --repeats 5
@@ -35,18 +43,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+import boto3
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from devtools.embedded_aws import DeployedStack, EmbeddedAws  # noqa: E402
+from devtools.embedded_aws import EmbeddedAws, Template  # noqa: E402
 from devtools.embedded_aws.sqs_poller import lambda_sqs_event  # noqa: E402
 from devtools.emulator.process import EmulatorProcess  # noqa: E402
 
@@ -58,99 +72,234 @@ FUNCTION = "SqsRequestFunction"
 QUEUE = "RequestQueue"
 
 
-def deploy(gateway_url: str) -> DeployedStack:
-    # No pollers: this benchmark invokes the function itself, with events it builds from received messages.
-    return EmbeddedAws.deploy(
+REGION = "us-east-1"
+# boto3 needs credentials to sign requests; the moto server accepts any.
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def moto_server(start_timeout: float = 30.0) -> Iterator[str]:
+    """A moto server in a process of its own; yields its URL, and always stops it."""
+    port = free_port()
+    # stderr to a file (werkzeug logs every request there): a pipe nobody reads would fill and block it.
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + start_timeout
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise RuntimeError(f"the moto server did not start:\n{log.read()[-2000:]}") from None
+                    time.sleep(0.05)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def function_setup() -> dict[str, Any]:
+    """SqsRequestFunction's environment and identity as template.yaml deploys it, from a throwaway embedded
+    deploy (closed at once): its GATEWAY_BASE_URL is a placeholder each phase replaces with its emulator's."""
+    stack = EmbeddedAws.deploy(
         ROOT / "template.yaml",
         parameters={
             "GatewayOrganisation": "bench-org",
-            "GatewayBaseUrl": gateway_url,
+            "GatewayBaseUrl": "http://placeholder.invalid",
             "RetryBaseDelaySeconds": "0",
         },
-        extra_environment={"GATEWAY_TOKEN": TOKEN},
         start_pollers=False,
     )
+    try:
+        function = stack.functions[FUNCTION]
+        return {
+            "environment": dict(function.environment),
+            "name": function.name,
+            "arn": function.arn,
+            "memory": function.memory,
+        }
+    finally:
+        stack.close()
 
 
-def received_event(stack: DeployedStack, request_ids: list[str]) -> dict[str, Any]:
-    """Sends one message per requestId, receives them all and returns the Lambda SQS event of that batch."""
-    sqs = stack.client("sqs")
-    url = stack.physical_id(QUEUE)
-    for request_id in request_ids:
-        body = {"requestId": request_id, "prompt": f"Say something about {request_id}", "maxTokens": 64}
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
-    messages: list[dict[str, Any]] = []
-    while len(messages) < len(request_ids):
-        got = sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=min(10, len(request_ids) - len(messages)),
-            WaitTimeSeconds=0,
-            MessageSystemAttributeNames=["All"],
-        ).get("Messages", [])
-        if not got:
-            raise RuntimeError(f"received {len(messages)} of {len(request_ids)} messages just sent")
-        messages.extend(got)
-    # Processed messages are deleted, as the SQS poller would; left alone they would come back later.
-    for message in messages:
-        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-    return lambda_sqs_event(messages, stack.attribute(QUEUE, "Arn"), stack.region)
+def create_resources(moto_url: str, environment: dict[str, str]) -> dict[str, str]:
+    """What the function touches, on the moto server, named as the function's environment names them."""
+    session = boto3.Session(region_name=REGION, **{k.lower(): v for k, v in FAKE_CREDENTIALS.items()})
+    table = Template.load(ROOT / "template.yaml").resources["ResultsTable"]["Properties"]
+    session.client("dynamodb", endpoint_url=moto_url).create_table(
+        TableName=environment["RESULTS_TABLE"],
+        BillingMode=table["BillingMode"],
+        KeySchema=table["KeySchema"],
+        AttributeDefinitions=table["AttributeDefinitions"],
+        GlobalSecondaryIndexes=table.get("GlobalSecondaryIndexes", []),
+    )
+    session.client("s3", endpoint_url=moto_url).create_bucket(Bucket=environment["RESULTS_BUCKET"])
+    sqs = session.client("sqs", endpoint_url=moto_url)
+    queue = Template.load(ROOT / "template.yaml").resources[QUEUE]["Properties"]
+    dlq_url = sqs.create_queue(QueueName="RequestDLQ")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": environment["MAX_RECEIVE_COUNT"]}
+    queue_url = sqs.create_queue(
+        QueueName=QUEUE,
+        Attributes={
+            "VisibilityTimeout": str(queue["VisibilityTimeout"]),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return {"queue_url": queue_url, "queue_arn": queue_arn}
 
 
-def invoke(stack: DeployedStack, event: dict[str, Any]) -> float:
-    started = time.perf_counter()
-    result = stack.invoke(FUNCTION, event)
-    seconds = time.perf_counter() - started
-    if result.get("batchItemFailures"):
-        raise RuntimeError(f"the handler reported failures: {result}")
-    return seconds
+class Context:
+    """The context attributes the handler (Powertools' inject_lambda_context) reads."""
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        self.function_name = setup["name"]
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = setup["arn"]
+        self.memory_limit_in_mb = str(setup["memory"])
+        self.aws_request_id = str(uuid.uuid4())
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 110_000
 
 
-def statuses(stack: DeployedStack, request_ids: list[str]) -> dict[str, str]:
-    table = stack.client("dynamodb")
-    found = {}
-    for request_id in request_ids:
-        item = table.get_item(
-            TableName=stack.physical_id("ResultsTable"), Key={"requestId": {"S": request_id}}
-        ).get("Item")
-        found[request_id] = item["status"]["S"] if item else "MISSING"
-    return found
+class Phase:
+    """One latency phase inside its child process: the handler here, AWS on the moto server."""
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        from handlers.sqs_request import lambda_handler  # after the environment is set: Powertools reads it
+
+        self.setup = setup
+        self.handler = lambda_handler
+        self.sqs = boto3.client("sqs")  # AWS_ENDPOINT_URL: the moto server
+        self.dynamodb = boto3.client("dynamodb")
+
+    def received_event(self, request_ids: list[str]) -> dict[str, Any]:
+        """Sends one message per requestId, receives them all and returns the Lambda SQS event of that batch."""
+        url = self.setup["queue_url"]
+        for request_id in request_ids:
+            body = {"requestId": request_id, "prompt": f"Say something about {request_id}", "maxTokens": 64}
+            self.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
+        messages: list[dict[str, Any]] = []
+        while len(messages) < len(request_ids):
+            got = self.sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=min(10, len(request_ids) - len(messages)),
+                WaitTimeSeconds=0,
+                MessageSystemAttributeNames=["All"],
+            ).get("Messages", [])
+            if not got:
+                raise RuntimeError(f"received {len(messages)} of {len(request_ids)} messages just sent")
+            messages.extend(got)
+        # Processed messages are deleted, as the SQS poller would; left alone they would come back later.
+        for message in messages:
+            self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        return lambda_sqs_event(messages, self.setup["queue_arn"], REGION)
+
+    def invoke(self, event: dict[str, Any]) -> float:
+        started = time.perf_counter()
+        result = self.handler(event, Context(self.setup))
+        seconds = time.perf_counter() - started
+        if result.get("batchItemFailures"):
+            raise RuntimeError(f"the handler reported failures: {result}")
+        return seconds
+
+    def statuses(self, request_ids: list[str]) -> dict[str, str]:
+        """Every record's status, from a scan of the results table on the moto server."""
+        found = dict.fromkeys(request_ids, "MISSING")
+        pages = self.dynamodb.get_paginator("scan").paginate(
+            TableName=self.setup["environment"]["RESULTS_TABLE"]
+        )
+        for item in (item for page in pages for item in page["Items"]):
+            if item["requestId"]["S"] in found:
+                found[item["requestId"]["S"]] = item["status"]["S"]
+        return found
+
+    def timed_pair(self, label: str) -> dict[str, Any]:
+        """One batch of MESSAGES records, then the same number of one-record invocations, all distinct requests."""
+        batch_ids = [f"batch-{label}-{n}" for n in range(MESSAGES)]
+        sequential_ids = [f"seq-{label}-{n}" for n in range(MESSAGES)]
+        batch_event = self.received_event(batch_ids)
+        single_events = [self.received_event([request_id]) for request_id in sequential_ids]
+        batch_seconds = self.invoke(batch_event)
+        sequential_seconds = sum(self.invoke(event) for event in single_events)
+        found = self.statuses(batch_ids + sequential_ids)
+        return {
+            "batch_seconds": batch_seconds,
+            "sequential_seconds": sequential_seconds,
+            "completed": sum(status == "COMPLETED" for status in found.values()),
+            "records": len(found),
+            "not_completed": {rid: status for rid, status in found.items() if status != "COMPLETED"},
+        }
 
 
-def timed_pair(stack: DeployedStack, label: str) -> dict[str, Any]:
-    """One batch of MESSAGES records, then the same number of one-record invocations, all distinct requests."""
-    batch_ids = [f"batch-{label}-{n}" for n in range(MESSAGES)]
-    sequential_ids = [f"seq-{label}-{n}" for n in range(MESSAGES)]
-    batch_event = received_event(stack, batch_ids)
-    single_events = [received_event(stack, [request_id]) for request_id in sequential_ids]
-    batch_seconds = invoke(stack, batch_event)
-    sequential_seconds = sum(invoke(stack, event) for event in single_events)
-    found = statuses(stack, batch_ids + sequential_ids)
-    return {
-        "batch_seconds": batch_seconds,
-        "sequential_seconds": sequential_seconds,
-        "completed": sum(status == "COMPLETED" for status in found.values()),
-        "records": len(found),
-        "not_completed": {rid: status for rid, status in found.items() if status != "COMPLETED"},
-    }
-
-
-def measure(latency_ms: int, repeats: int, handler_output: TextIO) -> list[dict[str, Any]]:
-    """One phase: an emulator process adding latency_ms to every chat call, the stack deployed against it."""
+def run_phase(latency_ms: int, repeats: int, setup: dict[str, Any]) -> list[dict[str, Any]]:
+    """The child process's work: an emulator adding latency_ms to every chat call, then the timed pairs."""
     label = f"{uuid.uuid4().hex[:8]}-{latency_ms}ms"
     cli_args = ("--token", TOKEN, "--latency-ms", str(latency_ms), "--quiet")
     with EmulatorProcess(*cli_args) as emulator:
-        stack = deploy(emulator.base_url)
-        try:
-            with contextlib.redirect_stdout(handler_output):
-                # Warm-up: the cold start (imports, first connections) is paid here, outside both timings.
-                invoke(stack, received_event(stack, [f"warmup-{label}"]))
-                pairs = [timed_pair(stack, f"{label}-{repeat}") for repeat in range(repeats)]
-        finally:
-            stack.close()
+        # GATEWAY_TOKEN: the token itself, as locally, so the function never reads the template's secret.
+        os.environ.update(
+            {**setup["environment"], "GATEWAY_TOKEN": TOKEN, "GATEWAY_BASE_URL": emulator.base_url}
+        )
+        with tempfile.TemporaryFile("w+") as handler_output:
+            try:
+                with contextlib.redirect_stdout(handler_output):
+                    phase = Phase(setup)
+                    # Warm-up: the cold start (imports, first connections) is paid here, outside both timings.
+                    phase.invoke(phase.received_event([f"warmup-{label}"]))
+                    pairs = [phase.timed_pair(f"{label}-{repeat}") for repeat in range(repeats)]
+            except Exception:
+                # The handler's log lines say why; the traceback alone would not.
+                handler_output.seek(0)
+                print("".join(handler_output.readlines()[-20:]), file=sys.stderr)
+                raise
     # With --quiet the emulator writes to stderr only the tracebacks of its own failures.
     if emulator.stderr:
         raise SystemExit(f"the gateway emulator ({latency_ms} ms) raised:\n{emulator.stderr}")
     return pairs
+
+
+def measure(latency_ms: int, repeats: int, setup: dict[str, Any], moto_url: str) -> list[dict[str, Any]]:
+    """One phase in a child process (its own runtime and gateway client, as a fresh Lambda container)."""
+    environment = {**os.environ, **FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": moto_url}
+    environment.update({"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "BENCH_SETUP": json.dumps(setup)})
+    for unset in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        environment.pop(unset, None)
+    command = [sys.executable, __file__, "--phase", str(latency_ms), "--repeats", str(repeats)]
+    # stderr passes through (tracebacks); stdout carries only the phase's JSON. The child stops its own
+    # emulator on errors and on Ctrl-C (which reaches it too).
+    done = subprocess.run(command, env=environment, stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the {latency_ms} ms phase failed (exit {done.returncode})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def medians(rounds: list[dict[str, Any]]) -> tuple[float, float]:
@@ -162,8 +311,8 @@ def medians(rounds: list[dict[str, Any]]) -> tuple[float, float]:
 
 def report(rounds: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
     print(
-        f"{MESSAGES} queued requests per way, {FUNCTION}, real SQS events, embedded AWS (moto),"
-        " gateway emulator in its own process"
+        f"{MESSAGES} queued requests per way, {FUNCTION}, real SQS events, AWS as a moto server and the"
+        " gateway emulator, each in its own process"
     )
     print(f"{'latency':<9}{'round':<7}{'batch s':>10}{'sequential s':>15}{'ratio':>8}{'COMPLETED':>12}")
     for latency, pairs in rounds.items():
@@ -209,6 +358,7 @@ def report(rounds: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
         "batch_seconds_no_latency": round(batch_0, 3),
         "sequential_seconds_no_latency": round(sequential_0, 3),
         "target_met": ratio <= TARGET_RATIO and completed == expected,
+        "aws": "moto server in its own process",
     }
 
 
@@ -217,9 +367,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=3, help="rounds per latency (default 3)")
+    parser.add_argument("--phase", type=int, metavar="LATENCY_MS", help=argparse.SUPPRESS)  # the child's part
     args = parser.parse_args()
-    with tempfile.TemporaryFile("w+") as handler_output:
-        rounds = {latency: measure(latency, args.repeats, handler_output) for latency in (LATENCY_MS, 0)}
+    if args.phase is not None:
+        print(json.dumps(run_phase(args.phase, args.repeats, json.loads(os.environ["BENCH_SETUP"]))))
+        return
+    setup = function_setup()
+    with moto_server() as moto_url:
+        setup.update(create_resources(moto_url, setup["environment"]))
+        rounds = {latency: measure(latency, args.repeats, setup, moto_url) for latency in (LATENCY_MS, 0)}
     print(json.dumps(report(rounds)))
 
 
