@@ -10,17 +10,24 @@ so the code path and the records written are the same. Every request has its own
 never skips work, and every record must end COMPLETED.
 
 AWS and the gateway are remote services whose work never runs on the caller's CPU, so neither runs here:
-- AWS is a moto server in a process of its own (`python -m moto.server`), reached over HTTP through
-  AWS_ENDPOINT_URL, which boto3 honours for every service. Only what the function touches is created there:
-  ResultsTable (its keys and indexes read from template.yaml), the uploads bucket, RequestQueue and its
-  dead-letter queue; EventBridge's default bus exists in moto. Embedded in this process (the embedded AWS),
-  moto's CPU work per message (DynamoDB expression parsing, S3, EventBridge; ~90 ms) held the same GIL as the
-  handler's threads: work that threads cannot overlap, counted against the batch here and never in AWS,
-  where those calls are network waits.
+- AWS is three moto servers, each in a process of its own (`python -m moto.server`), reached over HTTP:
+  DynamoDB on one (AWS_ENDPOINT_URL_DYNAMODB), S3 on another (AWS_ENDPOINT_URL_S3), SQS and EventBridge on
+  the third (AWS_ENDPOINT_URL, which boto3 uses for every service without an endpoint of its own). Only what
+  the function touches is created, each on its service's server: ResultsTable (its keys and indexes read
+  from template.yaml), the uploads bucket, RequestQueue and its dead-letter queue; EventBridge's default bus
+  exists in moto. Embedded in this process (the embedded AWS), moto's CPU work per message (DynamoDB
+  expression parsing, S3, EventBridge; ~90 ms) held the same GIL as the handler's threads: work that threads
+  cannot overlap, counted against the batch here and never in AWS, where those calls are network waits.
 - The gateway emulator runs in a process of its own (`python -m devtools.emulator`), for the same reason.
 
-The moto server's own work is still serial (one GIL there), as it would not be in AWS, so the batch still
-pays some of it; it now overlaps the gateway waits instead of blocking the handler's threads.
+Each moto server does its own work one request at a time (one GIL each), which AWS would not. With one
+server for everything, the batch queued all of it (~95 ms of server work per message, DynamoDB's update
+expressions the most) behind one GIL; AWS services are separate and run in parallel, so each service the
+function writes to heavily has its own server here. The DynamoDB server alone still does ~75 ms of it per
+message, one request at a time, so the batch still pays that serially. The services split apart share no
+state in this run: the bucket only receives result JSON under the results prefix (template.yaml notifies
+UploadEventsQueue of the input prefix only, and neither exists here), and no EventBridge rule targets the
+queue.
 
 There are two phases, each in a child process of its own (the handler's runtime, and so its gateway client,
 is built once per process, as in a Lambda container) with its own emulator: first with 500 ms added to every
@@ -88,8 +95,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_server(start_timeout: float = 30.0) -> Iterator[str]:
-    """A moto server in a process of its own; yields its URL, and always stops it."""
+def moto_server(name: str, start_timeout: float = 30.0) -> Iterator[str]:
+    """A moto server for the services `name` says, in its own process; yields its URL, always stops it."""
     port = free_port()
     # stderr to a file (werkzeug logs every request there): a pipe nobody reads would fill and block it.
     with tempfile.TemporaryFile("w+") as log:
@@ -108,7 +115,9 @@ def moto_server(start_timeout: float = 30.0) -> Iterator[str]:
                 except OSError:
                     if process.poll() is not None or time.monotonic() > deadline:
                         log.seek(0)
-                        raise RuntimeError(f"the moto server did not start:\n{log.read()[-2000:]}") from None
+                        raise RuntimeError(
+                            f"the {name} moto server did not start:\n{log.read()[-2000:]}"
+                        ) from None
                     time.sleep(0.05)
             yield f"http://127.0.0.1:{port}"
         finally:
@@ -144,19 +153,21 @@ def function_setup() -> dict[str, Any]:
         stack.close()
 
 
-def create_resources(moto_url: str, environment: dict[str, str]) -> dict[str, str]:
-    """What the function touches, on the moto server, named as the function's environment names them."""
+def create_resources(endpoints: dict[str, str], environment: dict[str, str]) -> dict[str, str]:
+    """What the function touches, each on its service's moto server, named as the function's environment
+    names them."""
     session = boto3.Session(region_name=REGION, **{k.lower(): v for k, v in FAKE_CREDENTIALS.items()})
     table = Template.load(ROOT / "template.yaml").resources["ResultsTable"]["Properties"]
-    session.client("dynamodb", endpoint_url=moto_url).create_table(
+    session.client("dynamodb", endpoint_url=endpoints["AWS_ENDPOINT_URL_DYNAMODB"]).create_table(
         TableName=environment["RESULTS_TABLE"],
         BillingMode=table["BillingMode"],
         KeySchema=table["KeySchema"],
         AttributeDefinitions=table["AttributeDefinitions"],
         GlobalSecondaryIndexes=table.get("GlobalSecondaryIndexes", []),
     )
-    session.client("s3", endpoint_url=moto_url).create_bucket(Bucket=environment["RESULTS_BUCKET"])
-    sqs = session.client("sqs", endpoint_url=moto_url)
+    s3 = session.client("s3", endpoint_url=endpoints["AWS_ENDPOINT_URL_S3"])
+    s3.create_bucket(Bucket=environment["RESULTS_BUCKET"])
+    sqs = session.client("sqs", endpoint_url=endpoints["AWS_ENDPOINT_URL"])
     queue = Template.load(ROOT / "template.yaml").resources[QUEUE]["Properties"]
     dlq_url = sqs.create_queue(QueueName="RequestDLQ")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -191,15 +202,15 @@ class Context:
 
 
 class Phase:
-    """One latency phase inside its child process: the handler here, AWS on the moto server."""
+    """One latency phase inside its child process: the handler here, AWS on the moto servers."""
 
     def __init__(self, setup: dict[str, Any]) -> None:
         from handlers.sqs_request import lambda_handler  # after the environment is set: Powertools reads it
 
         self.setup = setup
         self.handler = lambda_handler
-        self.sqs = boto3.client("sqs")  # AWS_ENDPOINT_URL: the moto server
-        self.dynamodb = boto3.client("dynamodb")
+        self.sqs = boto3.client("sqs")  # AWS_ENDPOINT_URL: the SQS/EventBridge server
+        self.dynamodb = boto3.client("dynamodb")  # AWS_ENDPOINT_URL_DYNAMODB, where the handler writes
 
     def received_event(self, request_ids: list[str]) -> dict[str, Any]:
         """Sends one message per requestId, receives them all and returns the Lambda SQS event of that batch."""
@@ -232,7 +243,7 @@ class Phase:
         return seconds
 
     def statuses(self, request_ids: list[str]) -> dict[str, str]:
-        """Every record's status, from a scan of the results table on the moto server."""
+        """Every record's status, from a scan of the results table on the DynamoDB server."""
         found = dict.fromkeys(request_ids, "MISSING")
         pages = self.dynamodb.get_paginator("scan").paginate(
             TableName=self.setup["environment"]["RESULTS_TABLE"]
@@ -287,11 +298,15 @@ def run_phase(latency_ms: int, repeats: int, setup: dict[str, Any]) -> list[dict
     return pairs
 
 
-def measure(latency_ms: int, repeats: int, setup: dict[str, Any], moto_url: str) -> list[dict[str, Any]]:
+def measure(
+    latency_ms: int, repeats: int, setup: dict[str, Any], endpoints: dict[str, str]
+) -> list[dict[str, Any]]:
     """One phase in a child process (its own runtime and gateway client, as a fresh Lambda container)."""
-    environment = {**os.environ, **FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": moto_url}
+    environment = {**os.environ, **FAKE_CREDENTIALS, **endpoints}
     environment.update({"AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "BENCH_SETUP": json.dumps(setup)})
-    for unset in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+    # Also any other service-specific endpoint the caller set: it would take that service off the servers.
+    stray = [name for name in environment if name.startswith("AWS_ENDPOINT_URL_") and name not in endpoints]
+    for unset in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", *stray):
         environment.pop(unset, None)
     command = [sys.executable, __file__, "--phase", str(latency_ms), "--repeats", str(repeats)]
     # stderr passes through (tracebacks); stdout carries only the phase's JSON. The child stops its own
@@ -311,8 +326,8 @@ def medians(rounds: list[dict[str, Any]]) -> tuple[float, float]:
 
 def report(rounds: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
     print(
-        f"{MESSAGES} queued requests per way, {FUNCTION}, real SQS events, AWS as a moto server and the"
-        " gateway emulator, each in its own process"
+        f"{MESSAGES} queued requests per way, {FUNCTION}, real SQS events, AWS as moto servers (dynamodb, s3,"
+        " sqs/events) and the gateway emulator, each in its own process"
     )
     print(f"{'latency':<9}{'round':<7}{'batch s':>10}{'sequential s':>15}{'ratio':>8}{'COMPLETED':>12}")
     for latency, pairs in rounds.items():
@@ -358,7 +373,7 @@ def report(rounds: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
         "batch_seconds_no_latency": round(batch_0, 3),
         "sequential_seconds_no_latency": round(sequential_0, 3),
         "target_met": ratio <= TARGET_RATIO and completed == expected,
-        "aws": "moto server in its own process",
+        "aws": "moto servers in their own processes: dynamodb, s3, and sqs/events",
     }
 
 
@@ -373,9 +388,19 @@ def main() -> None:
         print(json.dumps(run_phase(args.phase, args.repeats, json.loads(os.environ["BENCH_SETUP"]))))
         return
     setup = function_setup()
-    with moto_server() as moto_url:
-        setup.update(create_resources(moto_url, setup["environment"]))
-        rounds = {latency: measure(latency, args.repeats, setup, moto_url) for latency in (LATENCY_MS, 0)}
+    # One server per busy service, as AWS runs them apart; SQS and EventBridge share the default endpoint.
+    # The ExitStack stops every server started, also when a later one fails to start or a phase fails.
+    with contextlib.ExitStack() as servers:
+        endpoints = {
+            variable: servers.enter_context(moto_server(name))
+            for variable, name in (
+                ("AWS_ENDPOINT_URL_DYNAMODB", "dynamodb"),
+                ("AWS_ENDPOINT_URL_S3", "s3"),
+                ("AWS_ENDPOINT_URL", "sqs/events"),
+            )
+        }
+        setup.update(create_resources(endpoints, setup["environment"]))
+        rounds = {latency: measure(latency, args.repeats, setup, endpoints) for latency in (LATENCY_MS, 0)}
     print(json.dumps(report(rounds)))
 
 
