@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.logging import Logger
 
 from shared import logs
+from shared.pipeline import announce
 from shared.records import Status
 from shared.runtime import runtime
 from shared.tool_executions import finish_request
@@ -26,6 +27,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         else:
             rt.telemetry.request_failed("ToolExecutionFailed")
     record = finished or rt.records.get(request_id) or {}
-    # Sends the notification unless an earlier try of this step already did (a retried step lands here).
-    rt.pipeline.resume(record)
+    # Unless an earlier try of this step already did (a retried step lands here).
+    announce(record, rt.notifier, rt.records)
     return {"requestId": request_id, "finishedNow": finished is not None, "status": record.get("status")}

@@ -109,7 +109,7 @@ class Pipeline:
         """A redelivery found the work done: finish what the earlier delivery may not have."""
         if record.get("status") == Status.WAITING_FOR_TOOLS:
             self.poller.start(record["requestId"], record.get("executions") or [])
-        elif record.get("status") in TERMINAL and not record.get("notifiedAt"):
+        else:
             self._notify(record)
 
     def _give_back(self, job: Job, error: Exception) -> None:
@@ -166,9 +166,17 @@ class Pipeline:
         return Outcome(job.request_id, Status.COMPLETED.value)
 
     def _notify(self, record: dict[str, Any]) -> None:
-        try:
-            self.notifier.request_finished(record)
-        except TransientStoreError:
-            logger.warning("notification for %s failed; a redelivery will send it", record["requestId"])
-            raise
-        self.records.mark_notified(record["requestId"])
+        announce(record, self.notifier, self.records)
+
+
+def announce(record: dict[str, Any], notifier: Notifier, records: RecordStore) -> None:
+    """Publishes a finished request's event, then marks the record notified: a crash in between means the
+    next delivery (or retried step) announces it again, never that it is not announced."""
+    if record.get("status") not in TERMINAL or record.get("notifiedAt"):
+        return
+    try:
+        notifier.request_finished(record)
+    except TransientStoreError:
+        logger.warning("notification for %s failed; a redelivery will send it", record["requestId"])
+        raise
+    records.mark_notified(record["requestId"])
