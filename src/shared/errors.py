@@ -77,6 +77,27 @@ class TransientStoreError(PipelineError):
     retryable = True
 
 
+# What AWS services (S3, DynamoDB, ...) answer when the same call may succeed a little later.
+TRANSIENT_AWS_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "TransactionConflictException",
+        "InternalError",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
+
+
+def aws_error_code(error: Exception) -> str:
+    """The code of a botocore ClientError ("" for anything else)."""
+    return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
+
+
 class ConfigurationError(PipelineError):
     """The deployment is misconfigured (e.g. invalid routing rules). Retryable: once it is fixed, the
     retried or redriven messages go through."""

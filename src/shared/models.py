@@ -72,9 +72,6 @@ class WireModel(BaseModel):
         alias_generator=to_camel, populate_by_name=True, extra="forbid", defer_build=True
     )
 
-    def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True)
-
 
 class ResponseModel(WireModel):
     # The gateway may add fields; a response must not fail on them.

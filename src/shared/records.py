@@ -17,20 +17,10 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from shared.errors import PipelineError, TransientStoreError
+from shared.errors import TRANSIENT_AWS_CODES, PipelineError, TransientStoreError, aws_error_code
 
 # DynamoDB's item limit is 400 KB; leave room for the other attributes and the attribute names.
 MAX_INLINE_RESULT_BYTES = 300 * 1024
-THROTTLING_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-    }
-)
 
 
 class Status(StrEnum):
@@ -253,8 +243,8 @@ class RecordStore:
         try:
             return operation(**kwargs)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in THROTTLING_CODES:
-                raise TransientStoreError(f"DynamoDB {error.response['Error']['Code']}") from error
+            if aws_error_code(error) in TRANSIENT_AWS_CODES:
+                raise TransientStoreError(f"DynamoDB {aws_error_code(error)}") from error
             raise
 
 

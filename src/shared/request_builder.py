@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -38,20 +38,6 @@ class PreparedItem:
     label: str | None = None
 
 
-@dataclass(frozen=True)
-class _StreamFrom:
-    """Adapts an ItemSource to the StreamedMedia protocol the body encoder streams from."""
-
-    source: ItemSource
-
-    @property
-    def size(self) -> int:
-        return self.source.size
-
-    def open(self) -> BinaryIO:
-        return self.source.open()
-
-
 def prepare(source: ItemSource, label: str | None = None) -> PreparedItem:
     """Checks the size before any byte is read, then detects the type from the first bytes."""
     size = source.size
@@ -80,7 +66,7 @@ def _block_for(item: PreparedItem) -> ContentBlock:
         with item.source.open() as stream:
             text = stream.read().decode("utf-8-sig", errors="replace")
         return TextBlock(text=f"File {item.source.name} ({fmt}):\n{text}")
-    source = MediaSource(bytes=_StreamFrom(item.source))
+    source = MediaSource(bytes=item.source)  # an ItemSource streams as it is (size and open)
     if kind == "image":
         return ImageBlock(image=ImageData(format=fmt, source=source))
     if kind == "video":

@@ -11,7 +11,7 @@ from typing import Any, BinaryIO, Protocol
 
 from botocore.exceptions import ClientError
 
-from shared.errors import SourceNotFoundError, TransientStoreError
+from shared.errors import TRANSIENT_AWS_CODES, SourceNotFoundError, TransientStoreError, aws_error_code
 
 
 class ItemSource(Protocol):
@@ -64,21 +64,9 @@ class FileSource:
         return open(self.path, "rb")
 
 
-THROTTLING_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalError",
-        "ServiceUnavailable",
-    }
-)
-
-
 def raise_for_s3(error: ClientError, what: str) -> None:
-    code = error.response.get("Error", {}).get("Code", "")
-    if code in THROTTLING_CODES:
+    code = aws_error_code(error)
+    if code in TRANSIENT_AWS_CODES:
         raise TransientStoreError(f"{what}: S3 {code}") from error
     if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket", "NoSuchVersion", "403", "AccessDenied"):
         raise SourceNotFoundError(f"{what}: S3 says {code}") from error

@@ -153,15 +153,19 @@ def process_upload(
     return rt.pipeline.run(job, budget_seconds=budget_seconds)
 
 
+def uploads_in_message(message: SqsMessage) -> list[Upload]:
+    try:
+        body = json.loads(message.body)
+    except json.JSONDecodeError as error:
+        raise InvalidRequestError("body", f"not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("body", "an S3 event notification must be a JSON object")
+    return uploads_in(body)
+
+
 def process_upload_message(rt: Runtime, message: SqsMessage, *, budget_seconds: float) -> list[Outcome]:
     try:
-        try:
-            body = json.loads(message.body)
-        except json.JSONDecodeError as error:
-            raise InvalidRequestError("body", f"not valid JSON: {error}") from None
-        if not isinstance(body, dict):
-            raise InvalidRequestError("body", "an S3 event notification must be a JSON object")
-        uploads = uploads_in(body)
+        uploads = uploads_in_message(message)
     except InvalidRequestError as reason:
         request_id = f"upload-message-{message.message_id}"
         source = {"type": "sqs", "queue": message.queue_arn, "messageId": message.message_id}
