@@ -32,7 +32,7 @@ queue.
 There are two phases, each in a child process of its own (the handler's runtime, and so its gateway client,
 is built once per process, as in a Lambda container) with its own emulator: first with 500 ms added to every
 chat call, then with none. In each phase a warm-up invocation runs first and is not timed, so neither way pays
-the cold start (imports, pydantic model builds, the first connections), then the pair is repeated (batch
+the cold start (imports, the first connections), then the pair is repeated (batch
 first, then sequential) and medians are reported. The phase with no added latency is the pipeline's own work
 per message (the handler's CPU plus the round trips to the moto server), and shows how much of the remaining
 gap is the gateway latency that concurrency overlaps and how much is that work.

@@ -107,11 +107,11 @@ def pdf_of(size: int) -> Callable[[], bytes]:
 
 QUEUED_CASES = [
     Case("invalid-json", "queue", '{"requestId": "mal-json", "prompt": ', ("not valid JSON",)),
-    Case("json-array", "queue", ["prompt", "hello"], ("dictionary",)),
-    Case("json-string", "queue", '"just a string"', ("dictionary",)),
-    Case("prompt-not-a-string", "queue", {"prompt": 42}, ("prompt", "valid string")),
-    Case("unknown-field", "queue", {"prompt": "x", "colour": "red"}, ("colour", "Extra inputs")),
-    Case("empty-prompt", "queue", {"prompt": ""}, ("prompt", "at least 1 character")),
+    Case("json-array", "queue", ["prompt", "hello"], ("body", "Expected `object`, got `array`")),
+    Case("json-string", "queue", '"just a string"', ("body", "Expected `object`, got `str`")),
+    Case("prompt-not-a-string", "queue", {"prompt": 42}, ("prompt", "Expected `str | null`, got `int`")),
+    Case("unknown-field", "queue", {"prompt": "x", "colour": "red"}, ("unknown field `colour`",)),
+    Case("empty-prompt", "queue", {"prompt": ""}, ("prompt", "length >= 1")),
     Case("blank-prompt", "queue", {"prompt": "   "}, ("prompt", "must not be empty")),
     Case("request-and-prompt", "queue", {**full(), "prompt": "x"}, ("either `request` or `prompt`",)),
     Case("neither-request-nor-prompt", "queue", {"metadata": {}}, ("either `request` or `prompt`",)),
@@ -125,14 +125,14 @@ QUEUED_CASES = [
         "bad-role",
         "queue",
         full(messages=[{"role": "robot", "content": "x"}]),
-        ("request.messages.0.role", "'user', 'assistant' or 'system'"),
+        ("request.messages.0.role", "'robot'; expected one of 'assistant', 'system', 'user'"),
     ),
-    Case("empty-messages", "queue", full(messages=[]), ("request.messages", "at least 1 item")),
+    Case("empty-messages", "queue", full(messages=[]), ("request.messages", "length >= 1")),
     Case(
         "content-block-with-two-kinds",
         "queue",
         user_content({"text": "a", "image": IMAGE}),
-        ("block 0", "exactly one of text, image, video, document"),
+        ("request.messages.0.content.0", "exactly one of text, image, video, document; it has text, image"),
     ),
     Case(
         "bad-image-format",
@@ -154,14 +154,14 @@ QUEUED_CASES = [
         kind="PermanentGatewayError",
     ),
     Case("temperature-too-high", "queue", {"prompt": "x", "temperature": 2.5}, ("temperature", "2")),
-    Case("max-tokens-zero", "queue", full(maxTokens=0), ("request.maxTokens", "greater than or equal to 1")),
+    Case("max-tokens-zero", "queue", full(maxTokens=0), ("request.maxTokens", "Expected `int` >= 1")),
     Case("max-tokens-too-high", "queue", {"prompt": "x", "maxTokens": 9000}, ("maxTokens", "8192")),
-    Case("top-p-too-high", "queue", full(topP=1.5), ("request.topP", "less than or equal to 1")),
+    Case("top-p-too-high", "queue", full(topP=1.5), ("request.topP", "Expected `float` <= 1.0")),
     Case(
         "five-stop-sequences",
         "queue",
         full(stopSequences=["a", "b", "c", "d", "e"]),
-        ("request.stopSequences", "at most 4"),
+        ("request.stopSequences", "length <= 4"),
     ),
     Case(
         "auto-execute-without-allowed-tools",
@@ -179,7 +179,7 @@ QUEUED_CASES = [
         "response-format-not-an-object",
         "queue",
         {"prompt": "x", "responseFormat": "json"},
-        ("responseFormat", "dictionary"),
+        ("responseFormat", "Expected `object | null`, got `str`"),
     ),
     Case(
         "claude-with-media-attachment",
@@ -227,9 +227,9 @@ QUEUED_CASES = [
         "twenty-one-attachments",
         "queue",
         {"prompt": "x", "attachments": [{"uri": f"s3://{BUCKET}/attachments/diagram.png"}] * 21},
-        ("attachments", "at most 20"),
+        ("attachments", "length <= 20"),
     ),
-    Case("bad-request-id", "queue", {"requestId": "bad id!", "prompt": "x"}, ("requestId", "pattern")),
+    Case("bad-request-id", "queue", {"requestId": "bad id!", "prompt": "x"}, ("requestId", "matching regex")),
 ]
 
 UPLOAD_CASES = [
@@ -338,7 +338,7 @@ RULE_CASES = [
         "misspelt-field",
         "rules",
         "default: {}\nrules:\n  - name: typo\n    match: {prefix: incoming/}\n    model: nova\n",
-        ("invalid routing rules", "rule 'typo'", "model", "Extra inputs"),
+        ("invalid routing rules", "rule 'typo'", "unknown field `model`"),
     ),
     Case(
         "unknown-kind",
@@ -346,7 +346,12 @@ RULE_CASES = [
         "default: {}\nrules:\n  - name: sounds\n    match: {kind: audio}\n",
         ("invalid routing rules", "rule 'sounds'", "match.kind"),
     ),
-    Case("default-missing", "rules", "rules: []\n", ("invalid routing rules", "default", "Field required")),
+    Case(
+        "default-missing",
+        "rules",
+        "rules: []\n",
+        ("invalid routing rules", "missing required field `default`"),
+    ),
 ]
 
 # ---- running them ----------------------------------------------------------------------------------------

@@ -2,13 +2,18 @@
 
 import base64
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import msgspec
 import pytest
 
 from shared.body import encode_json_body
 from shared.errors import InvalidRequestError, MediaTooLargeError, UnsupportedMediaError
 from shared.gateway import GatewayClient
-from shared.models import MAX_MEDIA_BYTES, ChatResponse, ToolExecution
+from shared.models import MAX_MEDIA_BYTES, ChatResponse, ToolExecution, parse, to_wire
 from shared.request_builder import build_chat_request, prepare, with_attachments
 from shared.sources import BytesSource, FileSource
 from tests.sample_files import SAMPLE_KINDS, SAMPLES
@@ -19,7 +24,7 @@ EXPECTED = SAMPLE_KINDS
 
 
 def wire(request) -> dict:
-    return json.loads(b"".join(encode_json_body(request.model_dump(by_alias=True, exclude_none=True))))
+    return json.loads(b"".join(encode_json_body(to_wire(request))))
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -50,8 +55,8 @@ def test_several_media_are_labelled_in_order():
 
 def test_attachments_go_before_the_text_of_the_last_user_message():
     base = build_chat_request([], "first", model_id=NOVA)
-    request = base.model_copy(
-        update={"messages": [*base.messages, *build_chat_request([], "second", model_id=NOVA).messages]}
+    request = msgspec.structs.replace(
+        base, messages=[*base.messages, *build_chat_request([], "second", model_id=NOVA).messages]
     )
     item = prepare(FileSource(SAMPLES / "diagram.png"), label="the diagram")
     messages = wire(with_attachments(request, [item]))["messages"]
@@ -71,13 +76,17 @@ def test_claude_gets_text_only():
 @pytest.mark.parametrize(
     ("fields", "field", "rule"),
     [
-        ({"stop_sequences": ["a", "b", "c", "d", "e"]}, "stopSequences", "at most 4"),
-        ({"temperature": 2.5}, "temperature", "less than or equal to 2"),
-        ({"max_tokens": 0}, "maxTokens", "greater than or equal to 1"),
-        ({"max_tokens": 9000}, "maxTokens", "less than or equal to 8192"),
-        ({"top_p": 1.5}, "topP", "less than or equal to 1"),
+        ({"stop_sequences": ["a", "b", "c", "d", "e"]}, "stopSequences", "length <= 4"),
+        ({"temperature": 2.5}, "temperature", "<= 2.0"),
+        ({"max_tokens": 0}, "maxTokens", ">= 1"),
+        ({"max_tokens": 9000}, "maxTokens", "<= 8192"),
+        ({"top_p": 1.5}, "topP", "<= 1.0"),
         ({"tool_config": {"tools": [], "autoExecute": True}}, "toolConfig", "allowedTools is required"),
-        ({"response_format": {"type": "xml", "jsonSchema": {}}}, "responseFormat.type", "'json'"),
+        (
+            {"response_format": {"type": "xml", "jsonSchema": {}}},
+            "responseFormat.type",
+            "Invalid enum value 'xml'; expected one of 'json'",
+        ),
     ],
 )
 def test_each_rule_is_named(fields, field, rule):
@@ -135,20 +144,54 @@ def test_response_patterns_are_recognised():
         },
     }
     for pattern, message in cases.items():
-        response = ChatResponse.model_validate({**base, "response": message, "finishReason": "stop"})
+        response = parse(ChatResponse, {**base, "response": message, "finishReason": "stop"})
         assert response.pattern == pattern
     assert response.pending_executions[0].execution_id == "exec_1"
     assert response.usage.total_tokens == 3
 
 
 def test_execution_status_model():
-    status = ToolExecution.model_validate(
+    status = parse(
+        ToolExecution,
         {
             "executionId": "exec_1",
             "toolName": "generate_image",
             "status": "complete",
             "createdAt": 1,
             "result": {},
-        }
+        },
     )
     assert status.status == "complete" and status.created_at == 1
+
+
+FIRST_PARSE_IN_THREADS = """
+import threading
+from shared.messages import RequestMessage
+from shared.models import ChatResponse, parse
+
+def parse_both():
+    parse(RequestMessage, {"prompt": "hi", "requestId": "r-1"})
+    parse(ChatResponse, {"response": {"role": "assistant", "content": "hello"}})
+
+threads = [threading.Thread(target=parse_both) for _ in range(10)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print("parsed")
+"""
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_a_fresh_process_parses_in_parallel_threads_at_once(run):
+    # A batch's first messages are parsed in parallel in a fresh Lambda process; msgspec building its
+    # validators on first use in two threads at once crashed the process (nine runs in ten).
+    done = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", FIRST_PARSE_IN_THREADS],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "parsed"), done.stderr[-2000:]

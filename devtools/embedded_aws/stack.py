@@ -238,7 +238,7 @@ class DeployedStack:
     def _start_cold(self, code_dirs: Iterable[Path]) -> None:
         """Like a fresh Lambda container: the code packages are imported anew, from the function's CodeUri.
 
-        close() puts the process's own modules back: objects made before the deploy (pydantic models with
+        close() puts the process's own modules back: objects made before the deploy (msgspec structs with
         deferred annotations, say) resolve names through sys.modules and would break against the stack's copies.
         """
         for code_dir in sorted(set(code_dirs)):

@@ -9,26 +9,25 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ValidationError
 
 from shared.body import encode_json_body
 from shared.errors import (
     GatewayAuthError,
     GatewayError,
     GatewayNotFoundError,
+    InvalidRequestError,
     PayloadTooLargeError,
     PermanentGatewayError,
     TransientGatewayError,
 )
-from shared.models import ChatRequest, ChatResponse, ToolExecution, invalid_request_from
+from shared.models import ChatRequest, ChatResponse, ModelT, ToolExecution, parse, to_wire
 
 logger = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -87,11 +86,8 @@ class GatewayClient:
         """POST /chat. `budget_seconds` bounds every attempt and wait together (a Lambda passes its
         remaining time minus a margin)."""
         if not isinstance(request, ChatRequest):
-            try:
-                request = ChatRequest.model_validate(request)
-            except ValidationError as error:
-                raise invalid_request_from(error) from None
-        body = encode_json_body(request.model_dump(by_alias=True, exclude_none=True))
+            request = parse(ChatRequest, request)
+        body = encode_json_body(to_wire(request))
         headers = {"Content-Type": "application/json", "Content-Length": str(body.length)}
         return self._send(
             "POST", "/chat", ChatResponse, budget_seconds, correlation_id, headers=headers, content=body
@@ -185,10 +181,10 @@ def _parse(method: str, path: str, response: httpx.Response, model: type[ModelT]
                 f"{method} {path}: 200 with a body that is not complete JSON", status=status
             ) from None
         try:
-            return model.model_validate(data)
-        except ValidationError as error:
+            return parse(model, data, root="response")
+        except InvalidRequestError as error:
             raise PermanentGatewayError(
-                f"{method} {path}: response breaks the contract: {invalid_request_from(error)}", status=status
+                f"{method} {path}: response breaks the contract: {error}", status=status
             ) from None
     message = f"{method} {path}: {status} {_error_text(response)}"
     if status in TRANSIENT_STATUSES:

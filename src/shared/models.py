@@ -1,21 +1,17 @@
-"""The gateway's wire contract (../shared/gateway-contract.md) as pydantic models, camelCase on the wire."""
+"""The gateway's wire contract (../shared/gateway-contract.md) as msgspec structs, camelCase on the wire.
+
+msgspec rather than pydantic: the same checks (types, bounds, patterns, unknown fields) with a located
+error, for about a twentieth of pydantic's import time, which a Lambda cold start pays (bench/cold_start.py).
+"""
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_serializer,
-    field_validator,
-    model_validator,
-)
-from pydantic.alias_generators import to_camel
-from pydantic.json_schema import SkipJsonSchema
+import msgspec
+from msgspec import Meta, Struct
 
 from shared.errors import InvalidRequestError
 
@@ -29,6 +25,10 @@ DOCUMENT_FORMATS = ("pdf", "csv", "docx", "xlsx")
 # Bedrock (behind the gateway) accepts only these characters in a document name.
 DOCUMENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9\s\-()\[\]]{1,200}$")
 
+NonEmpty = Annotated[str, Meta(min_length=1)]
+Temperature = Annotated[float, Meta(ge=0, le=2)]
+MaxTokens = Annotated[int, Meta(ge=1, le=8192)]
+
 
 @runtime_checkable
 class StreamedMedia(Protocol):
@@ -41,22 +41,6 @@ class StreamedMedia(Protocol):
         """A fresh binary stream (something with `read(n)`) over the bytes; called once per attempt."""
 
 
-class MediaHandle:
-    """Wraps a StreamedMedia so that model_dump passes it through as it is."""
-
-    __slots__ = ("media",)
-
-    def __init__(self, media: StreamedMedia):
-        self.media = media
-
-    @property
-    def size(self) -> int:
-        return self.media.size
-
-    def open(self) -> Any:
-        return self.media.open()
-
-
 def base64_decoded_size(text: str) -> int:
     return len(text) * 3 // 4 - text[-2:].count("=") if text else 0
 
@@ -65,39 +49,131 @@ def media_size(data: str | StreamedMedia) -> int:
     return data.size if isinstance(data, StreamedMedia) else base64_decoded_size(data)
 
 
-# defer_build: a model's validator is built when first used, not at import (a cold start pays only for
-# the models its function uses).
-class WireModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", defer_build=True
-    )
+class WireModel(Struct, rename="camel", forbid_unknown_fields=True):
+    """A request-side object: an unknown field is an error (most likely a typo)."""
 
 
-class ResponseModel(WireModel):
-    # The gateway may add fields; a response must not fail on them.
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="allow", defer_build=True
-    )
+class ResponseModel(Struct, rename="camel"):
+    """A response-side object: the gateway may add fields; a response must not fail on them."""
+
+
+ModelT = TypeVar("ModelT", bound=Struct)
+
+
+def parse(model: type[ModelT], data: Any, root: str = "request") -> ModelT:
+    """`data` (wire names, plain JSON values; media may be StreamedMedia) checked against `model`."""
+    try:
+        return msgspec.convert(data, model)
+    except msgspec.ValidationError as error:
+        raise invalid_request_from(error, model, root) from None
+
+
+def build_validators(*models: type[Struct]) -> None:
+    """Builds msgspec's validator of each model (and the models inside it) now, at import.
+
+    msgspec builds it on first use otherwise, and two threads doing that at once crash the process: with
+    msgspec 0.22.0, the first messages of a batch parsed in parallel segfaulted nine runs in ten. Imports
+    run one at a time (the import lock), so a module calls this for its models as its last statement.
+    """
+    for model in models:
+        msgspec.json.Decoder(model)
+
+
+def to_wire(value: Any) -> Any:
+    """Plain JSON data by wire names, None fields left out; StreamedMedia pass through for the body
+    encoder to stream (msgspec.to_builtins would refuse them)."""
+    if isinstance(value, Struct):
+        return {
+            wire: to_wire(item)
+            for name, wire in wire_names(type(value)).items()
+            if (item := getattr(value, name)) is not None
+        }
+    if isinstance(value, list | tuple):
+        return [to_wire(item) for item in value]
+    if isinstance(value, dict):
+        return {key: to_wire(item) for key, item in value.items()}
+    return value
+
+
+def wire_fields(model: type[Struct], **fields: Any) -> dict[str, Any]:
+    """`fields` by their Python names (model_id) as wire data (modelId), None left out."""
+    names = wire_names(model)
+    return {names[name]: to_wire(value) for name, value in fields.items() if value is not None}
+
+
+@functools.cache
+def wire_names(model: type[Struct]) -> dict[str, str]:
+    """Python name -> wire name of each field (model_id -> modelId)."""
+    return {f.name: f.encode_name for f in msgspec.structs.fields(model)}
+
+
+# "Expected `int` >= 1 - at `$.messages[0].maxTokens`": msgspec's one located message. The path goes
+# into the error's field, in the dotted form the records use (messages.0.maxTokens).
+_LOCATED = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[([^\]]*)\]")
+
+
+def error_location(error: msgspec.ValidationError, model: type[Struct]) -> tuple[list[str | int], str]:
+    """(path parts, message) of a validation error of `model`; an empty path is the top-level object.
+    Where the value must be one of a fixed set, the message lists the set (msgspec names only the value)."""
+    located = _LOCATED.match(str(error))
+    if not located:
+        return [], str(error)
+    parts: list[str | int] = []
+    for name, index in _PATH_PART.findall(located["path"]):
+        parts.append(int(index) if index.isdigit() else name or index)
+    message = located["message"]
+    choices = _choices_at(model, parts)
+    if choices:
+        message += f"; expected one of {', '.join(repr(c) for c in choices)}"
+    return parts, message
+
+
+def invalid_request_from(
+    error: msgspec.ValidationError, model: type[Struct], root: str = "request"
+) -> InvalidRequestError:
+    parts, message = error_location(error, model)
+    return InvalidRequestError(".".join(str(p) for p in parts) or root, message)
+
+
+def _choices_at(model: type[Struct], parts: list[str | int]) -> tuple[Any, ...]:
+    """The literal values allowed at `parts` in `model`, or () when the place takes other values too."""
+    from msgspec import inspect  # only when an error is reported
+
+    def alternatives(node: Any) -> tuple[Any, ...]:
+        return node.types if isinstance(node, inspect.UnionType) else (node,)
+
+    def step(node: Any, part: str | int) -> Any:
+        for option in alternatives(node):
+            if isinstance(part, int) and isinstance(option, inspect.ListType):
+                return option.item_type
+            if isinstance(part, str) and isinstance(option, inspect.StructType):
+                return next((f.type for f in option.fields if f.encode_name == part), None)
+            if isinstance(part, str) and isinstance(option, inspect.DictType):
+                return option.value_type
+        return None
+
+    node: Any = inspect.type_info(model)
+    for part in parts:
+        node = step(node, part)
+        if node is None:
+            return ()
+    literals = [option for option in alternatives(node) if isinstance(option, inspect.LiteralType)]
+    others = [o for o in alternatives(node) if not isinstance(o, inspect.LiteralType | inspect.NoneType)]
+    return literals[0].values if len(literals) == 1 and not others else ()
 
 
 # ---- request ----------------------------------------------------------------------------------------
 
 
 class MediaSource(WireModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        arbitrary_types_allowed=True,
-        defer_build=True,
-    )
-    bytes: str | SkipJsonSchema[StreamedMedia] = Field(description="base64 text on the wire")
+    # base64 text when parsed from JSON; a StreamedMedia when built from a file, streamed by the body
+    # encoder. msgspec cannot type a union of str and an arbitrary class, so the check is ours.
+    bytes: Annotated[Any, Meta(description="base64 text", extra_json_schema={"type": "string"})]
 
-    @field_serializer("bytes")
-    def _keep_streamed_media(self, value: str | StreamedMedia) -> Any:
-        # The body encoder streams media itself. Pydantic would turn a dataclass into a dict; a plain
-        # object passes through model_dump untouched.
-        return value if isinstance(value, str) else MediaHandle(value)
+    def __post_init__(self) -> None:
+        if not isinstance(self.bytes, str | StreamedMedia):
+            raise ValueError(f"bytes must be base64 text, not {type(self.bytes).__name__}")
 
 
 class ImageData(WireModel):
@@ -112,68 +188,47 @@ class VideoData(WireModel):
 
 class DocumentData(WireModel):
     format: Literal["pdf", "csv", "docx", "xlsx"]
-    name: Annotated[str, Field(pattern=DOCUMENT_NAME_PATTERN.pattern)]
+    name: Annotated[str, Meta(pattern=DOCUMENT_NAME_PATTERN.pattern)]
     source: MediaSource
 
-    @field_validator("name")
-    @classmethod
-    def _no_whitespace_runs(cls, name: str) -> str:
-        if re.search(r"\s\s", name):
+    def __post_init__(self) -> None:
+        if re.search(r"\s\s", self.name):
             raise ValueError("a document name may not have two whitespace characters in a row")
-        return name
-
-
-class TextBlock(WireModel):
-    text: str
-
-
-class ImageBlock(WireModel):
-    image: ImageData
-
-
-class VideoBlock(WireModel):
-    video: VideoData
-
-
-class DocumentBlock(WireModel):
-    document: DocumentData
-
-
-ContentBlock = TextBlock | ImageBlock | VideoBlock | DocumentBlock
-MediaBlock = ImageBlock | VideoBlock | DocumentBlock
-
-
-def media_of(block: ContentBlock) -> ImageData | VideoData | DocumentData | None:
-    if isinstance(block, ImageBlock):
-        return block.image
-    if isinstance(block, VideoBlock):
-        return block.video
-    if isinstance(block, DocumentBlock):
-        return block.document
-    return None
 
 
 BLOCK_KINDS = ("text", "image", "video", "document")
 
 
+class ContentBlock(WireModel):
+    """On the wire a block is an object with exactly one of text, image, video, document."""
+
+    text: str | None = None
+    image: ImageData | None = None
+    video: VideoData | None = None
+    document: DocumentData | None = None
+
+    def __post_init__(self) -> None:
+        kinds = [kind for kind in BLOCK_KINDS if getattr(self, kind) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"a content block must have exactly one of {', '.join(BLOCK_KINDS)}; it has {', '.join(kinds) or 'none'}"
+            )
+
+    @property
+    def media(self) -> ImageData | VideoData | DocumentData | None:
+        return self.image or self.video or self.document
+
+
+# JSON Schema readers see the exactly-one rule too (msgspec checks it in ContentBlock.__post_init__).
+OneKindBlock = Annotated[ContentBlock, Meta(extra_json_schema={"minProperties": 1, "maxProperties": 1})]
+
+
 class Message(WireModel):
     role: Literal["user", "assistant", "system"]
-    content: str | Annotated[list[ContentBlock], Field(min_length=1)]
-
-    @field_validator("content", mode="before")
-    @classmethod
-    def _one_kind_per_block(cls, content: Any) -> Any:
-        # Said plainly here; the union's own errors would list every alternative it tried.
-        for index, block in enumerate(content if isinstance(content, list) else []):
-            kinds = [k for k in BLOCK_KINDS if isinstance(block, dict) and k in block]
-            if isinstance(block, dict) and len(kinds) != 1:
-                raise ValueError(
-                    f"block {index} must have exactly one of {', '.join(BLOCK_KINDS)}; it has {kinds or list(block)}"
-                )
-        return content
+    content: str | Annotated[list[OneKindBlock], Meta(min_length=1)]
 
     def blocks(self) -> list[ContentBlock]:
-        return [TextBlock(text=self.content)] if isinstance(self.content, str) else list(self.content)
+        return [ContentBlock(text=self.content)] if isinstance(self.content, str) else list(self.content)
 
 
 class JsonResponseFormat(WireModel):
@@ -182,13 +237,13 @@ class JsonResponseFormat(WireModel):
 
 
 class ToolInputSchema(WireModel):
-    json_: dict[str, Any] = Field(alias="json")
+    json_: dict[str, Any] = msgspec.field(name="json")
 
 
 class ToolSpec(WireModel):
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")]
-    description: str | None = None
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")]
     input_schema: ToolInputSchema
+    description: str | None = None
 
 
 class Tool(WireModel):
@@ -196,15 +251,13 @@ class Tool(WireModel):
 
 
 class ToolConfig(WireModel):
-    tools: list[Tool] = Field(default_factory=list)
+    tools: list[Tool] = msgspec.field(default_factory=list)
     auto_execute: bool = False
     allowed_tools: list[str] | None = None
 
-    @model_validator(mode="after")
-    def _allowed_tools_when_auto_executing(self) -> ToolConfig:
+    def __post_init__(self) -> None:
         if self.auto_execute and not self.allowed_tools:
             raise ValueError("allowedTools is required when autoExecute is true")
-        return self
 
 
 def accepts_media(model_id: str) -> bool:
@@ -213,23 +266,22 @@ def accepts_media(model_id: str) -> bool:
     return "nova" in model and "micro" not in model
 
 
-class ChatRequest(WireModel):
-    messages: Annotated[list[Message], Field(min_length=1)]
-    model_id: Annotated[str, Field(min_length=1)]
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    max_tokens: Annotated[int, Field(ge=1, le=8192)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+class ChatRequest(WireModel, kw_only=True):
+    messages: Annotated[list[Message], Meta(min_length=1)]
+    model_id: NonEmpty
+    temperature: Temperature | None = None
+    max_tokens: MaxTokens | None = None
+    top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
     stream: bool | None = None
     system_prompt: str | None = None
-    stop_sequences: Annotated[list[str], Field(max_length=4)] | None = None
+    stop_sequences: Annotated[list[str], Meta(max_length=4)] | None = None
     response_format: JsonResponseFormat | None = None
     tool_config: ToolConfig | None = None
 
     def media(self) -> list[ImageData | VideoData | DocumentData]:
-        return [m for message in self.messages for block in message.blocks() if (m := media_of(block))]
+        return [m for message in self.messages for block in message.blocks() if (m := block.media)]
 
-    @model_validator(mode="after")
-    def _media_rules(self) -> ChatRequest:
+    def __post_init__(self) -> None:
         media = self.media()
         if media and not accepts_media(self.model_id):
             raise ValueError(f"model {self.model_id} takes text only; only Nova Lite and Pro accept media")
@@ -241,13 +293,30 @@ class ChatRequest(WireModel):
             total += size
         if total > MAX_MEDIA_BYTES:
             raise ValueError(f"media total {total} bytes is over the limit of {MAX_MEDIA_BYTES}")
-        return self
+
+
+OPTION_FIELDS = ("system_prompt", "temperature", "max_tokens", "response_format", "tool_config")
+
+
+class RequestOptions(WireModel):
+    """Settings for a request built here (not given whole): a queued message's short form and a routing
+    rule take the same ones."""
+
+    model_id: NonEmpty | None = None
+    system_prompt: str | None = None
+    temperature: Temperature | None = None
+    max_tokens: MaxTokens | None = None
+    response_format: JsonResponseFormat | None = None
+    tool_config: ToolConfig | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The ChatRequest fields set here, by Python name; not the model, whose fallback is the caller's."""
+        return {name: getattr(self, name) for name in OPTION_FIELDS if getattr(self, name) is not None}
 
 
 # ---- response ---------------------------------------------------------------------------------------
 
 ExecutionStatus = Literal["pending", "running", "complete", "failed"]
-FinishReason = Literal["stop", "length", "content_filter", "tool_use"]
 
 
 class ToolUse(ResponseModel):
@@ -282,7 +351,7 @@ class ChatResponse(ResponseModel):
     response: AssistantMessage
     model: str | None = None
     request_id: str | None = None
-    finish_reason: FinishReason | str | None = None
+    finish_reason: str | None = None  # stop, length, content_filter or tool_use so far
     usage: Usage | None = None
 
     @property
@@ -310,8 +379,8 @@ class ChatResponse(ResponseModel):
 
 class ToolExecution(ResponseModel):
     execution_id: str
-    tool_name: str | None = None
     status: ExecutionStatus
+    tool_name: str | None = None
     result: Any = None
     error: str | None = None
     created_at: float | None = None
@@ -320,21 +389,4 @@ class ToolExecution(ResponseModel):
     duration: float | None = None
 
 
-class ExecutionNotFound(ResponseModel):
-    error: str
-    execution_id: str | None = None
-
-
-def _is_union_tag(part: str | int) -> bool:
-    # Pydantic puts the union member it tried into the location ("str", "list[...]", "ImageBlock").
-    return isinstance(part, str) and (
-        part in ("str", "int", "float", "bool") or "[" in part or part[:1].isupper()
-    )
-
-
-def invalid_request_from(error: ValidationError, root: str = "request") -> InvalidRequestError:
-    """The error the caller can act on: of a union's alternatives, the one that got furthest into the
-    input (a bad image format, not "should be a valid string"), named by wire names (camelCase)."""
-    deepest = max(error.errors(), key=lambda e: len([p for p in e["loc"] if not _is_union_tag(p)]))
-    parts = [to_camel(p) if isinstance(p, str) else str(p) for p in deepest["loc"] if not _is_union_tag(p)]
-    return InvalidRequestError(".".join(parts) or root, deepest["msg"].removeprefix("Value error, "))
+build_validators(ChatRequest, ChatResponse, ToolExecution)

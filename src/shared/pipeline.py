@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared import logs
 from shared.errors import PipelineError, TransientStoreError
+from shared.models import to_wire
 from shared.records import TERMINAL, Status, split_for_item
 
 if TYPE_CHECKING:
@@ -133,9 +134,9 @@ class Pipeline:
             "modelId": response.model or request.model_id,
             "pattern": response.pattern,
             "content": response.response.content,
-            "toolUse": [t.model_dump(by_alias=True, exclude_none=True) for t in response.tool_uses] or None,
+            "toolUse": to_wire(response.tool_uses) or None,
             "finishReason": response.finish_reason,
-            "usage": response.usage.model_dump(by_alias=True) if response.usage else None,
+            "usage": to_wire(response.usage),
             "gatewayRequestId": response.request_id,
             "latencyMs": round(latency * 1000),
         }

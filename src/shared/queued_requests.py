@@ -6,12 +6,10 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from shared.batch import SqsMessage
 from shared.errors import InvalidRequestError
 from shared.messages import REQUEST_ID_PATTERN, RequestMessage
-from shared.models import ChatRequest, invalid_request_from
+from shared.models import ChatRequest, parse
 from shared.pipeline import Job, Outcome
 from shared.request_builder import build_chat_request, prepare, with_attachments
 from shared.sources import S3Source, parse_s3_uri
@@ -33,9 +31,9 @@ def parse_message(message: SqsMessage) -> tuple[str, RequestMessage]:
     if isinstance(candidate, str) and re.match(REQUEST_ID_PATTERN, candidate):
         request_id = candidate
     try:
-        parsed = RequestMessage.model_validate(body)
-    except ValidationError as error:
-        raise UnreadableMessage(request_id, invalid_request_from(error, root="body")) from None
+        parsed = parse(RequestMessage, body, root="body")
+    except InvalidRequestError as error:
+        raise UnreadableMessage(request_id, error) from None
     return parsed.request_id or message.message_id, parsed
 
 
@@ -57,7 +55,7 @@ def build_queued_request(rt: Runtime, parsed: RequestMessage) -> ChatRequest:
         items,
         parsed.prompt or "",
         model_id=parsed.model_id or rt.settings.default_model_id,
-        **parsed.short_form_options(),
+        **parsed.options(),
     )
 
 

@@ -6,25 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from shared.errors import InvalidRequestError, MediaTooLargeError
 from shared.media import HEAD_BYTES, DetectedMedia, detect, sanitize_document_name
-from shared.models import (
-    MAX_MEDIA_BYTES,
-    ChatRequest,
-    ContentBlock,
-    DocumentBlock,
-    DocumentData,
-    ImageBlock,
-    ImageData,
-    MediaSource,
-    Message,
-    TextBlock,
-    VideoBlock,
-    VideoData,
-    invalid_request_from,
-)
+from shared.models import MAX_MEDIA_BYTES, ChatRequest, parse, to_wire, wire_fields
 from shared.sources import ItemSource
 
 # Text files are inlined into the prompt; past this they would not fit a model's context anyway.
@@ -49,38 +33,31 @@ def prepare(source: ItemSource, label: str | None = None) -> PreparedItem:
     return PreparedItem(source, detected, label)
 
 
-def content_blocks(items: Sequence[PreparedItem]) -> list[ContentBlock]:
+# The builder writes wire data (plain dicts, media as their ItemSource) and checks the whole request once,
+# so a built request meets exactly the rules a request from a queue does.
+
+
+def content_blocks(items: Sequence[PreparedItem]) -> list[dict[str, Any]]:
     """Media in order, each labelled ("Image 1:", "Document 2:") when there are several or a label was given."""
-    blocks: list[ContentBlock] = []
+    blocks: list[dict[str, Any]] = []
     for number, item in enumerate(items, 1):
         if len(items) > 1 or item.label:
             title = f"{item.detected.label} {number}" + (f" ({item.label})" if item.label else "")
-            blocks.append(TextBlock(text=f"{title}:"))
+            blocks.append({"text": f"{title}:"})
         blocks.append(_block_for(item))
     return blocks
 
 
-def _block_for(item: PreparedItem) -> ContentBlock:
+def _block_for(item: PreparedItem) -> dict[str, Any]:
     kind, fmt = item.detected.kind, item.detected.format
     if kind == "text":
         with item.source.open() as stream:
             text = stream.read().decode("utf-8-sig", errors="replace")
-        return TextBlock(text=f"File {item.source.name} ({fmt}):\n{text}")
-    source = MediaSource(bytes=item.source)  # an ItemSource streams as it is (size and open)
-    if kind == "image":
-        return ImageBlock(image=ImageData(format=fmt, source=source))
-    if kind == "video":
-        return VideoBlock(video=VideoData(format=fmt, source=source))
-    return DocumentBlock(
-        document=DocumentData(format=fmt, name=sanitize_document_name(item.source.name), source=source)
-    )
-
-
-def validated_request(fields: dict[str, Any]) -> ChatRequest:
-    try:
-        return ChatRequest.model_validate(fields)
-    except ValidationError as error:
-        raise invalid_request_from(error) from None
+        return {"text": f"File {item.source.name} ({fmt}):\n{text}"}
+    media: dict[str, Any] = {"format": fmt, "source": {"bytes": item.source}}  # streamed as it is
+    if kind == "document":
+        media["name"] = sanitize_document_name(item.source.name)
+    return {kind: media}
 
 
 def build_chat_request(
@@ -90,22 +67,19 @@ def build_chat_request(
     fields by their Python names (system_prompt, temperature, max_tokens, response_format, tool_config...)."""
     if not prompt.strip():
         raise InvalidRequestError("prompt", "must not be empty")
-    content = [*content_blocks(items), TextBlock(text=prompt)]
-    fields = {"messages": [Message(role="user", content=content)], "model_id": model_id}
-    fields.update({name: value for name, value in options.items() if value is not None})
-    return validated_request(fields)
+    content = [*content_blocks(items), {"text": prompt}]
+    messages = [{"role": "user", "content": content}]
+    return parse(ChatRequest, wire_fields(ChatRequest, messages=messages, model_id=model_id, **options))
 
 
 def with_attachments(request: ChatRequest, items: Sequence[PreparedItem]) -> ChatRequest:
     """Puts the items before the text of the last user message."""
     if not items:
         return request
-    messages = list(request.messages)
-    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    last_user = max((i for i, m in enumerate(request.messages) if m.role == "user"), default=None)
     if last_user is None:
         raise InvalidRequestError("request.messages", "attachments need a user message to go with")
-    original = messages[last_user]
-    messages[last_user] = Message(role="user", content=[*content_blocks(items), *original.blocks()])
-    fields = dict(request)
-    fields["messages"] = messages
-    return validated_request(fields)
+    wire = to_wire(request)
+    original = request.messages[last_user].blocks()
+    wire["messages"][last_user]["content"] = [*content_blocks(items), *to_wire(original)]
+    return parse(ChatRequest, wire)

@@ -9,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+import msgspec
 
 from shared.errors import InvalidRequestError
-from shared.models import JsonResponseFormat, ToolConfig, WireModel
+from shared.models import NonEmpty, RequestOptions, WireModel, build_validators, error_location
+
+Kind = Literal["image", "video", "document", "text"]
 
 BUNDLED_RULES = Path(__file__).with_name("routing_rules.yaml")
 
@@ -20,7 +22,7 @@ BUNDLED_RULES = Path(__file__).with_name("routing_rules.yaml")
 class RuleMatch(WireModel):
     prefix: str | None = None
     suffix: str | None = None
-    kind: Literal["image", "video", "document", "text"] | None = None
+    kind: Kind | None = None
 
     def matches(self, key: str, kind: str) -> bool:
         return (
@@ -30,45 +32,29 @@ class RuleMatch(WireModel):
         )
 
 
-class RequestSettings(WireModel):
-    model_id: str | None = None
-    system_prompt: str | None = None
-    prompt: str | None = Field(default=None, min_length=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1, le=8192)
-    response_format: JsonResponseFormat | None = None
-    tool_config: ToolConfig | None = None
-
-    def options(self) -> dict[str, Any]:
-        """The ChatRequest fields this sets (the prompt and model are handled apart)."""
-        return {
-            name: getattr(self, name)
-            for name in ("system_prompt", "temperature", "max_tokens", "response_format", "tool_config")
-            if getattr(self, name) is not None
-        }
+class RequestSettings(RequestOptions):
+    prompt: NonEmpty | None = None
 
 
-class Rule(RequestSettings):
-    name: str = Field(min_length=1)
+class Rule(RequestSettings, kw_only=True):
+    name: NonEmpty
     match: RuleMatch
 
-    @model_validator(mode="after")
-    def _matches_something(self) -> Rule:
+    def __post_init__(self) -> None:
         if self.match.prefix is None and self.match.suffix is None and self.match.kind is None:
             raise ValueError("match needs at least one of prefix, suffix, kind")
-        return self
 
 
 class DefaultRule(RequestSettings):
-    prompts: dict[Literal["image", "video", "document", "text"], str] = Field(default_factory=dict)
+    prompts: dict[Kind, str] = msgspec.field(default_factory=dict)
 
     def prompt_for(self, kind: str) -> str:
         return self.prompts.get(kind) or self.prompt or "Describe this file."  # type: ignore[call-overload]
 
 
-class RoutingRules(WireModel):
-    rules: list[Rule] = Field(default_factory=list)
+class RoutingRules(WireModel, kw_only=True):
     default: DefaultRule
+    rules: list[Rule] = msgspec.field(default_factory=list)
 
     def choose(self, key: str, kind: str) -> tuple[str, RequestSettings]:
         """The rule's name and settings (the first rule that matches, else the default)."""
@@ -89,20 +75,17 @@ def parse_rules(text: str, origin: str) -> RoutingRules:
     except yaml.YAMLError as error:
         raise InvalidRequestError(origin, f"routing rules are not valid YAML: {error}") from None
     try:
-        return RoutingRules.model_validate(data)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        location = list(problem["loc"])
-        where = ".".join(str(p) for p in location)
+        return msgspec.convert(data, RoutingRules)
+    except msgspec.ValidationError as error:
+        location, message = error_location(error, RoutingRules)
+        where = ".".join(str(p) for p in location) or "top level"
         if len(location) >= 2 and location[0] == "rules" and isinstance(location[1], int):
             rules = (data or {}).get("rules") or []
             index = location[1]
             name = rules[index].get("name") if index < len(rules) and isinstance(rules[index], dict) else None
             inside = ".".join(str(p) for p in location[2:])
             where = f"rule {name or index!r}" + (f": {inside}" if inside else "")
-        raise InvalidRequestError(
-            origin, f"{where}: {problem['msg'].removeprefix('Value error, ')}"
-        ) from None
+        raise InvalidRequestError(origin, f"{where}: {message}") from None
 
 
 def load_rules(parameter_name: str = "", ssm_client: Any = None) -> RoutingRules:
@@ -110,3 +93,6 @@ def load_rules(parameter_name: str = "", ssm_client: Any = None) -> RoutingRules
         value = ssm_client.get_parameter(Name=parameter_name)["Parameter"]["Value"]
         return parse_rules(value, f"SSM parameter {parameter_name}")
     return parse_rules(BUNDLED_RULES.read_text(), str(BUNDLED_RULES.name))
+
+
+build_validators(RoutingRules)
