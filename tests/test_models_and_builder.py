@@ -7,14 +7,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 
 from shared.body import encode_json_body
-from shared.errors import InvalidRequestError, MediaTooLargeError, UnsupportedMediaError
-from shared.gateway import GatewayClient
-from shared.models import MAX_MEDIA_BYTES, ChatResponse, ToolExecution, parse, to_wire
+from shared.errors import (
+    InvalidRequestError,
+    MediaTooLargeError,
+    PermanentGatewayError,
+    UnsupportedMediaError,
+)
+from shared.gateway import GatewayClient, read_response
+from shared.messages import RequestMessage
+from shared.models import MAX_MEDIA_BYTES, ChatRequest, ChatResponse, ToolExecution, parse, to_wire
 from shared.request_builder import build_chat_request, prepare, with_attachments
+from shared.routing import parse_rules
 from shared.sources import BytesSource, FileSource
 from tests.sample_files import SAMPLE_KINDS, SAMPLES
 
@@ -195,3 +203,54 @@ def test_a_fresh_process_parses_in_parallel_threads_at_once(run):
         check=False,
     )
     assert (done.returncode, done.stdout.strip()) == (0, "parsed"), done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        ({"prompt": "x", "requestId": "r-1\n"}, "requestId"),
+        ({"prompt": "x", "attachments": [{"uri": "s3://bucket/key\n"}]}, "attachments.0.uri"),
+        (
+            {
+                "prompt": "x",
+                "toolConfig": {"tools": [{"toolSpec": {"name": "t\n", "inputSchema": {"json": {}}}}]},
+            },
+            "toolConfig.tools.0.toolSpec.name",
+        ),
+    ],
+)
+def test_a_pattern_covers_the_whole_value_even_a_final_newline(message, field):
+    with pytest.raises(InvalidRequestError) as caught:
+        parse(RequestMessage, message)
+    assert caught.value.field == field
+
+
+def test_a_bad_media_format_is_told_the_formats_there_are():
+    image = {"image": {"format": "bmp", "source": {"bytes": "AAAA"}}}
+    with pytest.raises(InvalidRequestError) as caught:
+        parse(ChatRequest, {"messages": [{"role": "user", "content": [image]}], "modelId": NOVA})
+    assert caught.value.field == "messages.0.content.0.image.format"
+    assert caught.value.rule == "Invalid enum value 'bmp'; expected one of 'gif', 'jpeg', 'png', 'webp'"
+
+
+def test_a_bad_key_in_a_rule_file_is_named_with_the_keys_there_are():
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_rules("default:\n  prompts:\n    audio: Transcribe it\n", "rules.yaml")
+    assert caught.value.field == "rules.yaml"
+    assert (
+        "default.prompts: Invalid enum value 'audio' (as a key); expected one of 'document'"
+        in caught.value.rule
+    )
+
+
+def test_an_answer_is_read_by_what_its_values_say():
+    # Billed work: a whole-number float for a token count, or a number as text, does not fail the request.
+    answer = {
+        "response": {"content": "hi"},
+        "usage": {"inputTokens": 3.0, "outputTokens": "4", "totalTokens": 7},
+    }
+    response = read_response("POST", "/chat", httpx.Response(200, json=answer), ChatResponse)
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (3, 4)
+    answer["usage"]["inputTokens"] = 3.5
+    with pytest.raises(PermanentGatewayError, match=r"usage\.inputTokens: Expected `int`, got `float`"):
+        read_response("POST", "/chat", httpx.Response(200, json=answer), ChatResponse)

@@ -167,10 +167,11 @@ class GatewayClient:
             raise TransientGatewayError(f"{method} {path}: {type(error).__name__}") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
             raise TransientGatewayError(f"{method} {path}: {type(error).__name__}: {error}") from None
-        return _parse(method, path, response, model)
+        return read_response(method, path, response, model)
 
 
-def _parse(method: str, path: str, response: httpx.Response, model: type[ModelT]) -> ModelT:
+def read_response(method: str, path: str, response: httpx.Response, model: type[ModelT]) -> ModelT:
+    """The answer as `model` for a 200, else the typed error that says whether a retry can help."""
     status = response.status_code
     if status == 200:
         try:
@@ -181,7 +182,7 @@ def _parse(method: str, path: str, response: httpx.Response, model: type[ModelT]
                 f"{method} {path}: 200 with a body that is not complete JSON", status=status
             ) from None
         try:
-            return parse(model, data, root="response")
+            return parse(model, data, root="response", lenient=True)
         except InvalidRequestError as error:
             raise PermanentGatewayError(
                 f"{method} {path}: response breaks the contract: {error}", status=status

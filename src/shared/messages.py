@@ -14,15 +14,16 @@ from shared.models import (
     RequestOptions,
     WireModel,
     build_validators,
+    whole,
     wire_names,
 )
 
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+REQUEST_ID_PATTERN = whole(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class Attachment(WireModel):
     uri: Annotated[
-        str, Meta(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$", description="s3://bucket/key")
+        str, Meta(pattern=whole(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+"), description="s3://bucket/key")
     ]
     label: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
 

@@ -22,8 +22,17 @@ IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
 VIDEO_FORMATS = ("mp4", "mov", "mkv", "webm")
 DOCUMENT_FORMATS = ("pdf", "csv", "docx", "xlsx")
 
+
+def whole(pattern: str) -> str:
+    """`pattern` anchored to the whole string. msgspec checks patterns with Python's re.search, where `$`
+    also matches before a final newline (so "r-1\\n" would pass); the lookahead refuses that, and reads the
+    same in the JSON Schema."""
+    return f"^(?:{pattern})$(?!\\n)"
+
+
 # Bedrock (behind the gateway) accepts only these characters in a document name.
-DOCUMENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9\s\-()\[\]]{1,200}$")
+DOCUMENT_NAME_PATTERN = whole(r"[A-Za-z0-9\s\-()\[\]]{1,200}")
+TOOL_NAME_PATTERN = whole(r"[a-zA-Z0-9_-]+")
 
 NonEmpty = Annotated[str, Meta(min_length=1)]
 Temperature = Annotated[float, Meta(ge=0, le=2)]
@@ -60,10 +69,12 @@ class ResponseModel(Struct, rename="camel"):
 ModelT = TypeVar("ModelT", bound=Struct)
 
 
-def parse(model: type[ModelT], data: Any, root: str = "request") -> ModelT:
-    """`data` (wire names, plain JSON values; media may be StreamedMedia) checked against `model`."""
+def parse(model: type[ModelT], data: Any, root: str = "request", *, lenient: bool = False) -> ModelT:
+    """`data` (wire names, plain JSON values; media may be StreamedMedia) checked against `model`.
+    `lenient` takes values that only say the right thing (12.0 or "12" for an integer): for the gateway's
+    answers, which are billed work; requests are held to their types."""
     try:
-        return msgspec.convert(data, model)
+        return msgspec.convert(data, model, strict=not lenient)
     except msgspec.ValidationError as error:
         raise invalid_request_from(error, model, root) from None
 
@@ -107,10 +118,12 @@ def wire_names(model: type[Struct]) -> dict[str, str]:
     return {f.name: f.encode_name for f in msgspec.structs.fields(model)}
 
 
-# "Expected `int` >= 1 - at `$.messages[0].maxTokens`": msgspec's one located message. The path goes
-# into the error's field, in the dotted form the records use (messages.0.maxTokens).
-_LOCATED = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+# "Expected `int` >= 1 - at `$.messages[0].maxTokens`": msgspec's one located message ("... - at `key`
+# in `$.x`" for a dict key; `[...]` stands for any dict value). The path goes into the error's field, in
+# the dotted form the records use (messages.0.maxTokens).
+_LOCATED = re.compile(r"^(?P<message>.*) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.DOTALL)
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[([^\]]*)\]")
+ANY_KEY = "*"
 
 
 def error_location(error: msgspec.ValidationError, model: type[Struct]) -> tuple[list[str | int], str]:
@@ -121,9 +134,9 @@ def error_location(error: msgspec.ValidationError, model: type[Struct]) -> tuple
         return [], str(error)
     parts: list[str | int] = []
     for name, index in _PATH_PART.findall(located["path"]):
-        parts.append(int(index) if index.isdigit() else name or index)
-    message = located["message"]
-    choices = _choices_at(model, parts)
+        parts.append(int(index) if index.isdigit() else name or ANY_KEY)
+    message = located["message"] + (" (as a key)" if located["key"] else "")
+    choices = _choices_at(model, parts, key=bool(located["key"]))
     if choices:
         message += f"; expected one of {', '.join(repr(c) for c in choices)}"
     return parts, message
@@ -136,12 +149,17 @@ def invalid_request_from(
     return InvalidRequestError(".".join(str(p) for p in parts) or root, message)
 
 
-def _choices_at(model: type[Struct], parts: list[str | int]) -> tuple[Any, ...]:
-    """The literal values allowed at `parts` in `model`, or () when the place takes other values too."""
+def _choices_at(model: type[Struct], parts: list[str | int], *, key: bool = False) -> tuple[Any, ...]:
+    """The literal values allowed at `parts` in `model` (at the keys of the dict there when `key`), or ()
+    when the place takes other values too."""
     from msgspec import inspect  # only when an error is reported
 
     def alternatives(node: Any) -> tuple[Any, ...]:
-        return node.types if isinstance(node, inspect.UnionType) else (node,)
+        while isinstance(node, inspect.Metadata):  # Annotated[T, Meta(...)]
+            node = node.type
+        if isinstance(node, inspect.UnionType):
+            return tuple(option for union_member in node.types for option in alternatives(union_member))
+        return (node,)
 
     def step(node: Any, part: str | int) -> Any:
         for option in alternatives(node):
@@ -158,8 +176,12 @@ def _choices_at(model: type[Struct], parts: list[str | int]) -> tuple[Any, ...]:
         node = step(node, part)
         if node is None:
             return ()
-    literals = [option for option in alternatives(node) if isinstance(option, inspect.LiteralType)]
-    others = [o for o in alternatives(node) if not isinstance(o, inspect.LiteralType | inspect.NoneType)]
+    if key:
+        dicts = [option for option in alternatives(node) if isinstance(option, inspect.DictType)]
+        node = dicts[0].key_type if dicts else None
+    options = alternatives(node)
+    literals = [option for option in options if isinstance(option, inspect.LiteralType)]
+    others = [o for o in options if not isinstance(o, inspect.LiteralType | inspect.NoneType)]
     return literals[0].values if len(literals) == 1 and not others else ()
 
 
@@ -188,7 +210,7 @@ class VideoData(WireModel):
 
 class DocumentData(WireModel):
     format: Literal["pdf", "csv", "docx", "xlsx"]
-    name: Annotated[str, Meta(pattern=DOCUMENT_NAME_PATTERN.pattern)]
+    name: Annotated[str, Meta(pattern=DOCUMENT_NAME_PATTERN)]
     source: MediaSource
 
     def __post_init__(self) -> None:
@@ -241,7 +263,7 @@ class ToolInputSchema(WireModel):
 
 
 class ToolSpec(WireModel):
-    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")]
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=TOOL_NAME_PATTERN)]
     input_schema: ToolInputSchema
     description: str | None = None
 

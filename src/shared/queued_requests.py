@@ -28,7 +28,7 @@ def parse_message(message: SqsMessage) -> tuple[str, RequestMessage]:
         ) from None
     request_id = message.message_id
     candidate = body.get("requestId") if isinstance(body, dict) else None
-    if isinstance(candidate, str) and re.match(REQUEST_ID_PATTERN, candidate):
+    if isinstance(candidate, str) and re.search(REQUEST_ID_PATTERN, candidate):
         request_id = candidate
     try:
         parsed = parse(RequestMessage, body, root="body")

@@ -112,7 +112,7 @@ def overrides_from(metadata: dict[str, str]) -> tuple[str | None, str | None]:
     model_id = metadata.get("model-id")
     if prompt is not None and not (0 < len(prompt.strip()) <= MAX_PROMPT_OVERRIDE):
         raise InvalidRequestError("x-amz-meta-prompt", f"must be 1 to {MAX_PROMPT_OVERRIDE} characters")
-    if model_id is not None and not MODEL_ID_PATTERN.match(model_id):
+    if model_id is not None and not MODEL_ID_PATTERN.fullmatch(model_id):
         raise InvalidRequestError("x-amz-meta-model-id", f"{model_id!r} is not a model id")
     return prompt, model_id
 
