@@ -1,0 +1,71 @@
+"""EMF metrics as CloudWatch reads them: one JSON line per set of metrics that share dimensions."""
+
+import json
+
+import pytest
+
+from shared.models import Usage
+from shared.telemetry import Telemetry
+
+NOVA = "amazon.nova-lite-v1:0"
+
+
+@pytest.fixture
+def emitted(capsys, monkeypatch):
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "quant-ai-pipeline")
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+    return lines
+
+
+def declared(line: dict) -> tuple[str, list[list[str]], dict[str, str]]:
+    [directive] = line["_aws"]["CloudWatchMetrics"]
+    return (
+        directive["Namespace"],
+        directive["Dimensions"],
+        {m["Name"]: m["Unit"] for m in directive["Metrics"]},
+    )
+
+
+def test_an_answer_is_one_line_with_latency_tokens_and_its_estimated_cost(emitted):
+    telemetry = Telemetry({NOVA: (0.06, 0.24)})
+    telemetry.gateway_answered(NOVA, 0.25, Usage(input_tokens=1000, output_tokens=500, total_tokens=1500))
+    [line] = emitted()
+    namespace, dimensions, units = declared(line)
+    assert namespace == "QuantAiPipeline" and dimensions == [["ModelId", "service"]]
+    assert units == {
+        "GatewayLatency": "Milliseconds",
+        "InputTokens": "Count",
+        "OutputTokens": "Count",
+        "EstimatedCostUSD": "None",
+    }
+    assert line["ModelId"] == NOVA and line["GatewayLatency"] == [250.0]
+    assert (line["InputTokens"], line["OutputTokens"]) == ([1000.0], [500.0])
+    assert line["EstimatedCostUSD"] == [pytest.approx(0.06 + 0.12)]
+
+
+def test_a_model_without_a_price_has_no_cost_and_an_answer_without_usage_only_latency(emitted):
+    telemetry = Telemetry({})
+    telemetry.gateway_answered("anthropic.claude-3-haiku-20240307-v1:0", 0.1, Usage(input_tokens=5))
+    telemetry.gateway_answered(NOVA, 0.1, None)
+    priced, bare = emitted()
+    assert set(declared(priced)[2]) == {"GatewayLatency", "InputTokens", "OutputTokens"}
+    assert set(declared(bare)[2]) == {"GatewayLatency"}
+
+
+def test_requests_and_failures_by_kind_carry_their_own_dimensions(emitted):
+    telemetry = Telemetry(namespace="Custom")
+    telemetry.request_received("queue")
+    telemetry.request_failed("UnsupportedMediaError")
+    telemetry.request_completed()
+    received, failed, completed = emitted()
+    assert (
+        declared(received)[:2] == ("Custom", [["EntryPoint", "service"]])
+        and received["EntryPoint"] == "queue"
+    )
+    assert declared(failed)[1] == [["FailureKind", "service"]]
+    assert failed["FailureKind"] == "UnsupportedMediaError" and failed["RequestsFailed"] == [1.0]
+    assert declared(completed)[1:] == ([["service"]], {"RequestsCompleted": "Count"})
