@@ -254,3 +254,18 @@ def test_an_answer_is_read_by_what_its_values_say():
     answer["usage"]["inputTokens"] = 3.5
     with pytest.raises(PermanentGatewayError, match=r"usage\.inputTokens: Expected `int`, got `float`"):
         read_response("POST", "/chat", httpx.Response(200, json=answer), ChatResponse)
+
+
+def test_the_wire_form_leaves_out_unset_fields_but_keeps_nulls_inside_free_json():
+    tool = {"toolSpec": {"name": "lookup", "inputSchema": {"json": {"default": None}}}}
+    request = parse(
+        ChatRequest,
+        {"messages": [{"role": "user", "content": "hi"}], "modelId": NOVA, "toolConfig": {"tools": [tool]}},
+    )
+    assert to_wire(request) == {
+        "messages": [{"role": "user", "content": "hi"}],
+        "modelId": NOVA,
+        "toolConfig": {"tools": [tool], "autoExecute": False},
+    }
+    usage = parse(ChatResponse, {"response": {"content": "x"}, "usage": {"inputTokens": 2}}).usage
+    assert to_wire(usage) == {"inputTokens": 2, "outputTokens": 0, "totalTokens": 0}
