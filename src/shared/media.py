@@ -12,9 +12,10 @@ import struct
 import unicodedata
 import zlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from shared import errors
+from shared.models import DocumentFormat, ImageFormat, VideoFormat
 
 MediaKind = Literal["image", "video", "document", "text"]
 
@@ -23,7 +24,8 @@ MediaKind = Literal["image", "video", "document", "text"]
 HEAD_BYTES = 8192
 
 SUPPORTED_SUMMARY = (
-    "png, jpeg, gif, webp images; mp4, mov, mkv, webm videos; pdf, csv, docx, xlsx documents; utf-8 text"
+    f"{', '.join(get_args(ImageFormat))} images; {', '.join(get_args(VideoFormat))} videos; "
+    f"{', '.join(get_args(DocumentFormat))} documents; utf-8 text"
 )
 
 

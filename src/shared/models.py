@@ -18,9 +18,9 @@ from shared.errors import InvalidRequestError
 MAX_MEDIA_BYTES = 25 * 1024 * 1024
 """Each media item, and all media of one request together, at most 25 MB (decoded)."""
 
-IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
-VIDEO_FORMATS = ("mp4", "mov", "mkv", "webm")
-DOCUMENT_FORMATS = ("pdf", "csv", "docx", "xlsx")
+ImageFormat = Literal["png", "jpeg", "gif", "webp"]
+VideoFormat = Literal["mp4", "mov", "mkv", "webm"]
+DocumentFormat = Literal["pdf", "csv", "docx", "xlsx"]
 
 
 def whole(pattern: str) -> str:
@@ -199,17 +199,17 @@ class MediaSource(WireModel):
 
 
 class ImageData(WireModel):
-    format: Literal["png", "jpeg", "gif", "webp"]
+    format: ImageFormat
     source: MediaSource
 
 
 class VideoData(WireModel):
-    format: Literal["mp4", "mov", "mkv", "webm"]
+    format: VideoFormat
     source: MediaSource
 
 
 class DocumentData(WireModel):
-    format: Literal["pdf", "csv", "docx", "xlsx"]
+    format: DocumentFormat
     name: Annotated[str, Meta(pattern=DOCUMENT_NAME_PATTERN)]
     source: MediaSource
 

@@ -7,14 +7,13 @@ They are validated when loaded: a bad rule file fails loudly, naming the rule an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from shared.errors import InvalidRequestError
+from shared.media import MediaKind
 from shared.models import NonEmpty, RequestOptions, WireModel, build_validators, error_location
-
-Kind = Literal["image", "video", "document", "text"]
 
 BUNDLED_RULES = Path(__file__).with_name("routing_rules.yaml")
 
@@ -22,7 +21,7 @@ BUNDLED_RULES = Path(__file__).with_name("routing_rules.yaml")
 class RuleMatch(WireModel):
     prefix: str | None = None
     suffix: str | None = None
-    kind: Kind | None = None
+    kind: MediaKind | None = None
 
     def matches(self, key: str, kind: str) -> bool:
         return (
@@ -46,7 +45,7 @@ class Rule(RequestSettings, kw_only=True):
 
 
 class DefaultRule(RequestSettings):
-    prompts: dict[Kind, str] = msgspec.field(default_factory=dict)
+    prompts: dict[MediaKind, str] = msgspec.field(default_factory=dict)
 
     def prompt_for(self, kind: str) -> str:
         return self.prompts.get(kind) or self.prompt or "Describe this file."  # type: ignore[call-overload]
