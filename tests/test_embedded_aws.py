@@ -14,7 +14,9 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import moto.sqs.models
 import pytest
 
 from devtools.embedded_aws import (
@@ -761,6 +763,27 @@ def test_drain_reports_what_is_still_busy(deploy_stack):
         stack.drain(timeout=0.5)
     stack.drain(timeout=10)
     assert queue_counts(stack, "WorkQueue") == (0, 0)
+
+
+def test_queue_counts_see_a_message_that_turns_visible_between_two_reads(deploy_stack):
+    # moto computes each count at its own moment; a hidden message whose timeout ends between the reads must
+    # still be counted, or drain() returns while a redelivery is due. A clock that jumps past the timeout at
+    # the n-th reading provokes that moment at every point of the reading.
+    stack = deploy_stack(template=FAKE_TEMPLATE, start_pollers=False)
+    (poller,) = stack.pollers
+    send(stack, {"id": "hidden"})
+    stack.client("sqs").receive_message(QueueUrl=poller.source.queue_url, VisibilityTimeout=60)
+    real_clock = moto.sqs.models.unix_time_millis
+    for readings_before_the_jump in range(12):
+        readings = itertools.count()
+
+        def clock(readings=readings, jump=readings_before_the_jump):
+            return real_clock() + (120_000 if next(readings) >= jump else 0)
+
+        with mock.patch("moto.sqs.models.unix_time_millis", clock):
+            counts = poller.queue_counts()
+        # Counted twice is harmless (drain only asks whether anything is left); never counted is the bug.
+        assert sum(counts.values()) >= 1, (readings_before_the_jump, counts)
 
 
 # --- the fake stack: Step Functions -------------------------------------------------------------------------------

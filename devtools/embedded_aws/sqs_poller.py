@@ -39,6 +39,14 @@ SQS_MAX_MESSAGES_PER_RECEIVE = 10
 # Pause after an empty receive. Short polls and a short pause rather than long polling, so that stop() is
 # immediate (a long poll inside moto cannot be interrupted) and a message that became visible again is seen soon.
 IDLE_SECONDS = 0.05
+# The order queue_counts() reads them in. Time moves a message only towards visible (hidden or delayed ->
+# visible), so reading the visible count last sees a message that moves between two reads at least once.
+# moto computes each attribute at its own moment, even within one GetQueueAttributes call.
+COUNT_ATTRIBUTES = (
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+    "ApproximateNumberOfMessages",
+)
 
 
 def lambda_sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
@@ -145,6 +153,22 @@ class SqsPoller:
     def batches_in_flight(self) -> int:
         with self._counter_lock:
             return self._batches_in_flight
+
+    def queue_counts(self) -> dict[str, int]:
+        """The queue's messages by state (`MessagesNotVisible`, `MessagesDelayed`, `Messages`); a message is never missed.
+
+        Receiving is the one move back from visible to hidden; the workers do it under the receive lock, which
+        is held here, so a batch is either not received yet or received and already counted in flight.
+        """
+        with self._receive_lock:
+            return {
+                name.removeprefix("ApproximateNumberOf"): int(
+                    self._sqs.get_queue_attributes(QueueUrl=self.source.queue_url, AttributeNames=[name])[
+                        "Attributes"
+                    ][name]
+                )
+                for name in COUNT_ATTRIBUTES
+            }
 
     def start(self) -> None:
         for index in range(self.source.maximum_concurrency):

@@ -381,17 +381,7 @@ class DeployedStack:
         for poller in self.pollers:
             if not poller.started:
                 continue
-            attributes = self.client("sqs").get_queue_attributes(
-                QueueUrl=poller.source.queue_url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                    "ApproximateNumberOfMessagesDelayed",
-                ],
-            )["Attributes"]
-            counts = {
-                name.removeprefix("ApproximateNumberOf"): int(value) for name, value in attributes.items()
-            }
+            counts = poller.queue_counts()
             if any(counts.values()) or poller.batches_in_flight:
                 details = ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
                 busy.append(
