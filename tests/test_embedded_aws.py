@@ -18,6 +18,7 @@ from unittest import mock
 
 import moto.sqs.models
 import pytest
+from moto.stepfunctions.parser.backend.execution import Execution
 
 from devtools.embedded_aws import (
     EmbeddedAws,
@@ -786,6 +787,35 @@ def test_queue_counts_see_a_message_that_turns_visible_between_two_reads(deploy_
         assert sum(counts.values()) >= 1, (readings_before_the_jump, counts)
 
 
+def test_two_deletes_at_once_both_stick(deploy_stack):
+    # moto's delete rebuilds the queue's message list and assigns it back; a delete that finished meanwhile was
+    # undone and its message delivered again. Slowing one delete's rebuild provokes that every time.
+    stack = deploy_stack(template=FAKE_TEMPLATE, start_pollers=False)
+    (poller,) = stack.pollers
+    sqs = stack.client("sqs")
+    send(stack, *({"id": index} for index in range(4)))
+    first, second, *_ = sqs.receive_message(QueueUrl=poller.source.queue_url, MaxNumberOfMessages=4)[
+        "Messages"
+    ]
+    real_match = moto.sqs.models.Message.had_receipt_handle
+
+    def slow_in_the_first_delete(message, handle):
+        if threading.current_thread().name == "first-delete":
+            time.sleep(0.01)
+        return real_match(message, handle)
+
+    def delete(message):
+        sqs.delete_message(QueueUrl=poller.source.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    with mock.patch.object(moto.sqs.models.Message, "had_receipt_handle", slow_in_the_first_delete):
+        slow = threading.Thread(target=delete, args=(first,), name="first-delete")
+        slow.start()
+        time.sleep(0.015)  # inside the slow delete's rebuild
+        delete(second)
+        slow.join()
+    assert poller.queue_counts() == {"MessagesNotVisible": 2, "MessagesDelayed": 0, "Messages": 0}
+
+
 # --- the fake stack: Step Functions -------------------------------------------------------------------------------
 
 
@@ -829,6 +859,68 @@ def test_unnamed_executions_get_their_own_names(deploy_stack):
     second = stepfunctions.start_execution(stateMachineArn=stack.physical_id("Flow"), input=run)
     assert first["executionArn"] != second["executionArn"]
     assert [d["status"] for d in stack.wait_for_executions(timeout=10)] == ["SUCCEEDED", "SUCCEEDED"]
+
+
+def test_an_execution_is_listed_running_while_it_starts(deploy_stack):
+    # moto lists a new execution before giving it a status; ListExecutions by status then raised, and drain()
+    # with it. Holding the start open shows that moment.
+    stack = deploy_stack(template=FAKE_TEMPLATE, start_pollers=False)
+    real_worker = Execution._get_start_execution_worker
+
+    def slow_worker(execution):
+        time.sleep(0.5)
+        return real_worker(execution)
+
+    start = threading.Thread(
+        target=stack.client("stepfunctions").start_execution,
+        kwargs={
+            "stateMachineArn": stack.physical_id("Flow"),
+            "input": json.dumps({"runId": "r", "items": []}),
+        },
+    )
+    with mock.patch.object(Execution, "_get_start_execution_worker", slow_worker):
+        start.start()
+        time.sleep(0.2)
+        listed = stack.client("stepfunctions").list_executions(
+            stateMachineArn=stack.physical_id("Flow"), statusFilter="RUNNING"
+        )["executions"]
+        stack.drain(timeout=10)  # waits for it
+        start.join()
+    assert len(listed) == 1
+    [finished] = stack.wait_for_executions(timeout=1)
+    assert finished["status"] == "SUCCEEDED"
+
+
+def test_two_starts_with_one_name_at_once_make_one_execution(deploy_stack):
+    # A redelivered request starts its execution again under the same name; AWS runs it once. moto checked the
+    # name, then built the execution: two starts in that gap both ran.
+    stack = deploy_stack(template=FAKE_TEMPLATE, start_pollers=False)
+    stepfunctions = stack.client("stepfunctions")
+    real_init = Execution.__init__
+
+    def slow_init(execution, *args, **kwargs):
+        time.sleep(0.2)
+        real_init(execution, *args, **kwargs)
+
+    arns: list[str] = []
+
+    def start():
+        arns.append(
+            stepfunctions.start_execution(
+                stateMachineArn=stack.physical_id("Flow"),
+                name="request-1",
+                input=json.dumps({"runId": "r", "items": []}),
+            )["executionArn"]
+        )
+
+    with mock.patch.object(Execution, "__init__", slow_init):
+        starts = [threading.Thread(target=start) for _ in range(2)]
+        for thread in starts:
+            thread.start()
+        for thread in starts:
+            thread.join()
+    assert len(arns) == 2 and arns[0] == arns[1]
+    assert [d["executionArn"] for d in stack.wait_for_executions(timeout=10)] == arns[:1]
 
 
 # --- the fake stack: invoke, environment, cold start ---------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 import uuid
 from typing import Any
 from unittest import mock
@@ -12,6 +13,8 @@ from urllib.parse import quote_plus
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3 import notifications as s3_notifications
 from moto.s3.models import FakeBucket
+from moto.sqs.models import SQSBackend
+from moto.stepfunctions.parser.api import ExecutionStatus
 from moto.stepfunctions.parser.asl.component.state import state as asl_state
 from moto.stepfunctions.parser.backend.execution import Execution
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
@@ -19,6 +22,10 @@ from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 _original_start_execution = StepFunctionsParserBackend.start_execution
 _original_start_execution_details = Execution.get_start_execution_details
 _original_state_data = asl_state.StateData
+_original_execution_init = Execution.__init__
+# StartExecution is atomic in AWS. moto checks that the name is free, copies the state machine, then adds the
+# execution: two starts with one name at once (a redelivered request) would both run.
+_start_execution_lock = threading.Lock()
 
 
 def aws_timestamp(moment: datetime.datetime | str) -> str:
@@ -38,7 +45,29 @@ def _start_execution_with_generated_name(
 ) -> Any:
     # moto names an unnamed execution "None", so a second unnamed start with the same input returns the first
     # execution (and with another input fails as a duplicate). AWS generates a UUID.
-    return _original_start_execution(backend, state_machine_arn, name or str(uuid.uuid4()), *args, **kwargs)
+    with _start_execution_lock:
+        return _original_start_execution(
+            backend, state_machine_arn, name or str(uuid.uuid4()), *args, **kwargs
+        )
+
+
+def _execution_running_from_the_start(execution: Execution, *args: Any, **kwargs: Any) -> None:
+    # moto lists a new execution before start() sets its status; until then it has none, and ListExecutions
+    # with a status filter raises AttributeError. AWS answers StartExecution with a RUNNING execution.
+    _original_execution_init(execution, *args, **kwargs)
+    execution.exec_status = ExecutionStatus.RUNNING
+
+
+def _under_queue_lock(method: Any) -> Any:
+    # moto's queue is not thread-safe: a delete rebuilds the message list and assigns it back, so two deletes
+    # at once can put a deleted message back (it is delivered again), and a receive iterating the in-flight set
+    # while another thread deletes raises "Set changed size during iteration". The queue's own lock (the
+    # reentrant Condition that SendMessage already holds) makes each of these calls atomic, as in SQS.
+    def locked(backend: SQSBackend, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        with backend.get_queue(queue_name)._messages_lock:
+            return method(backend, queue_name, *args, **kwargs)
+
+    return locked
 
 
 def _start_execution_details_with_aws_start_time(execution: Execution) -> Any:
@@ -101,4 +130,9 @@ def moto_fixes() -> list[Any]:
         mock.patch.object(asl_state, "StateData", _state_data_with_aws_entered_time),
         mock.patch.object(FakeBucket, "get_permission", _bucket_permission_over_https),
         mock.patch.object(s3_notifications, "quote_plus", _quote_key_like_s3),
+        mock.patch.object(Execution, "__init__", _execution_running_from_the_start),
+        *(
+            mock.patch.object(SQSBackend, name, _under_queue_lock(getattr(SQSBackend, name)))
+            for name in ("receive_message", "delete_message", "change_message_visibility", "purge_queue")
+        ),
     ]
