@@ -31,7 +31,7 @@ from devtools.embedded_aws import (
 )
 from devtools.embedded_aws.moto_fixes import aws_timestamp
 from devtools.embedded_aws.serverless import substitute_definition
-from devtools.embedded_aws.sqs_poller import lambda_sqs_record, reported_failures
+from devtools.embedded_aws.sqs_poller import SqsPoller, lambda_sqs_record, reported_failures
 from devtools.embedded_aws.template import NO_VALUE, PseudoParameters, Resolver, creation_order, merge_globals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -665,9 +665,19 @@ def queue_counts(stack, logical_id: str) -> tuple[int, int]:
 
 
 def test_partial_batch_failure_deletes_only_successes_and_the_failure_reaches_the_dlq(deploy_stack):
+    receives = []  # (started, ended, message ids) of each ReceiveMessage of the pollers
+    real_receive = SqsPoller._receive
+
+    def timed_receive(poller, wanted):
+        started = time.monotonic()
+        messages = real_receive(poller, wanted)
+        receives.append((started, time.monotonic(), {message["MessageId"] for message in messages}))
+        return messages
+
     stack = deploy_stack(template=FAKE_TEMPLATE)
-    ok_one, failing, ok_two = send(stack, {"id": 1}, {"id": 2, "action": "fail"}, {"id": 3})
-    stack.drain(timeout=20)
+    with mock.patch.object(SqsPoller, "_receive", timed_receive):
+        ok_one, failing, ok_two = send(stack, {"id": 1}, {"id": 2, "action": "fail"}, {"id": 3})
+        stack.drain(timeout=20)
 
     assert len(deliveries(stack, ok_one)) == len(deliveries(stack, ok_two)) == 1
     failed_deliveries = deliveries(stack, failing)
@@ -679,9 +689,12 @@ def test_partial_batch_failure_deletes_only_successes_and_the_failure_reaches_th
         for invocation in failed_deliveries
     ]
     assert receive_counts == ["1", "2", "3"]
-    # Each redelivery waited for the visibility timeout (2 s in tests).
-    gaps = [b.started_at - a.started_at for a, b in itertools.pairwise(failed_deliveries)]
-    assert all(gap >= 1.9 for gap in gaps), gaps
+    # Each redelivery waited for the visibility timeout (2 s in tests): SQS hides the message inside one
+    # receive and shows it again inside a later one, so those two calls span at least 2 s.
+    received = [(started, ended) for started, ended, ids in receives if failing in ids]
+    assert len(received) == 3
+    spans = [later[1] - earlier[0] for earlier, later in itertools.pairwise(received)]
+    assert all(span >= 1.99 for span in spans), spans
     assert queue_counts(stack, "WorkQueue") == (0, 0)
     (dead,) = stack.client("sqs").receive_message(QueueUrl=stack.physical_id("WorkDLQ"))["Messages"]
     assert dead["MessageId"] == failing
@@ -743,7 +756,9 @@ def test_batches_of_one_source_run_concurrently_up_to_maximum_concurrency(deploy
         with lock:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.6)
+        time.sleep(
+            1.2
+        )  # long enough that the second batch starts while the first runs, however slow the machine
         with lock:
             running -= 1
         return {"batchItemFailures": []}

@@ -22,7 +22,7 @@ from PIL import Image
 
 from devtools.emulator import EmulatorConfig, GatewayEmulator
 from devtools.emulator.__main__ import parse_args
-from tests.plugins.gateway import EMULATOR_TOKEN
+from tests.plugins.gateway import EMULATOR_TOKEN, FakeClock
 
 MIB = 1024 * 1024
 ORGANISATION = "test-org"
@@ -85,14 +85,6 @@ def start_image(client: httpx.Client) -> str:
     response = client.post("/chat", json=chat_body("a red bicycle", toolConfig=config))
     assert response.status_code == 200, response.text
     return response.json()["response"]["toolUse"]["executionId"]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # Response patterns
@@ -519,12 +511,13 @@ def test_execution_moves_from_pending_to_running_to_complete(
 
 
 def test_execution_completes_in_real_time(emulator: GatewayEmulator, client: httpx.Client) -> None:
-    emulator.config.execution_pending_seconds = 0.05
-    emulator.config.execution_seconds = 0.2
+    # Windows wide enough that a slow machine still sees each state (the exact states: the FakeClock test).
+    emulator.config.execution_pending_seconds = 0.5
+    emulator.config.execution_seconds = 1.0
     execution_id = start_image(client)
 
     seen = []
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 5
     while time.monotonic() < deadline and (not seen or seen[-1] != "complete"):
         seen.append(client.get(f"/tools/executions/{execution_id}").json()["status"])
         time.sleep(0.02)

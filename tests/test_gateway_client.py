@@ -17,7 +17,7 @@ from shared.errors import (
 from shared.gateway import GatewayClient, RetryPolicy
 from shared.request_builder import build_chat_request, prepare
 from shared.sources import BytesSource, FileSource
-from tests.plugins.gateway import EMULATOR_TOKEN
+from tests.plugins.gateway import EMULATOR_TOKEN, FakeClock
 from tests.sample_files import IMAGE_TOOL
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -88,6 +88,7 @@ def test_tool_patterns(emulator, tool_config, pattern):
 
 
 def test_execution_lifecycle_and_404(emulator):
+    clock = emulator.config.clock = FakeClock()
     emulator.config.execution_pending_seconds = 0.1
     emulator.config.execution_seconds = 0.3
     client = client_for(emulator)
@@ -95,8 +96,10 @@ def test_execution_lifecycle_and_404(emulator):
     execution_id = (
         client.chat(text_request("a red fox", tool_config=tool_config)).pending_executions[0].execution_id
     )
-    assert client.get_execution(execution_id).status in ("pending", "running")
-    time.sleep(0.4)
+    assert client.get_execution(execution_id).status == "pending"
+    clock.now += 0.2
+    assert client.get_execution(execution_id).status == "running"
+    clock.now += 0.1
     done = client.get_execution(execution_id)
     assert done.status == "complete"
     assert done.result["images"][0].startswith("data:image/png;base64,")

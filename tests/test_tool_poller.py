@@ -111,7 +111,8 @@ def test_a_duplicate_start_is_harmless(pipeline):
 def test_an_execution_that_never_ends_times_out(deploy_stack, emulator):
     emulator.config.execution_seconds = 600
     stack = deploy_stack(
-        parameters={**pipeline_parameters(emulator), "PollTimeoutSeconds": "2"},
+        # Long enough for two polls however slow the machine (the first comes at about 0.2 s, the next 1 s later).
+        parameters={**pipeline_parameters(emulator), "PollTimeoutSeconds": "4"},
         extra_environment={"GATEWAY_TOKEN": EMULATOR_TOKEN},
         visibility_timeout_override=20,
     )

@@ -9,6 +9,16 @@ from devtools.emulator import EmulatorConfig, GatewayEmulator
 EMULATOR_TOKEN = "test-token"
 
 
+class FakeClock:
+    """For `emulator.config.clock`: time moves only when a test sets `now`."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def _check_no_emulator_bugs(emulator: GatewayEmulator) -> None:
     # An exception inside the emulator reaches the client only as a dropped connection, which retrying
     # code would hide; failing the test at teardown makes it visible.
@@ -19,15 +29,6 @@ def _check_no_emulator_bugs(emulator: GatewayEmulator) -> None:
 @pytest.fixture
 def emulator() -> Iterator[GatewayEmulator]:
     """A fresh emulator per test (token "test-token"); tests may change `emulator.config` freely."""
-    with GatewayEmulator(EmulatorConfig(token=EMULATOR_TOKEN)) as running:
-        yield running
-    _check_no_emulator_bugs(running)
-
-
-@pytest.fixture(scope="session")
-def emulator_session() -> Iterator[GatewayEmulator]:
-    """One emulator for the whole session, for tests that leave its config alone (call reset() to clear
-    the call log and executions)."""
     with GatewayEmulator(EmulatorConfig(token=EMULATOR_TOKEN)) as running:
         yield running
     _check_no_emulator_bugs(running)
