@@ -137,8 +137,9 @@ class SqsPoller:
         self._sqs = sqs_client
         self._region = region
         self._stop = threading.Event()
-        # moto's ReceiveMessage is not atomic across threads (two could get the same message), so the workers
-        # of one queue take turns receiving; handlers still run concurrently.
+        # The workers of one queue take turns receiving, so one batch fills before the next starts, and
+        # queue_counts() holds the same lock so that nothing is received while it counts. Handlers still run
+        # concurrently.
         self._receive_lock = threading.Lock()
         self._counter_lock = threading.Lock()
         self._batches_in_flight = 0
@@ -155,7 +156,7 @@ class SqsPoller:
             return self._batches_in_flight
 
     def queue_counts(self) -> dict[str, int]:
-        """The queue's messages by state (`MessagesNotVisible`, `MessagesDelayed`, `Messages`); a message is never missed.
+        """The queue's messages by state (`MessagesNotVisible`, `MessagesDelayed`, `Messages`), none missed.
 
         Receiving is the one move back from visible to hidden; the workers do it under the receive lock, which
         is held here, so a batch is either not received yet or received and already counted in flight.
