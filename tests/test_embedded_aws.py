@@ -756,9 +756,8 @@ def test_batches_of_one_source_run_concurrently_up_to_maximum_concurrency(deploy
         with lock:
             running += 1
             peak = max(peak, running)
-        time.sleep(
-            1.2
-        )  # long enough that the second batch starts while the first runs, however slow the machine
+        # Long enough that the second batch starts while the first runs, however slow the machine.
+        time.sleep(1.2)
         with lock:
             running -= 1
         return {"batchItemFailures": []}
