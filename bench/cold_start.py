@@ -60,6 +60,7 @@ def lambda_env(pycache: str, python_path: str) -> dict[str, str]:
         "POWERTOOLS_SERVICE_NAME": "cold-start-bench",
         "POWERTOOLS_METRICS_NAMESPACE": "ColdStartBench",
         "AWS_DEFAULT_REGION": "us-east-1",
+        "PYDANTIC_DISABLE_PLUGINS": "__all__",  # as template.yaml's Globals set it
         # Byte code goes to a private cache, not into src/ where others are editing; the warm-up fills it.
         "PYTHONPYCACHEPREFIX": pycache,
     }

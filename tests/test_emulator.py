@@ -369,14 +369,28 @@ VALIDATION_CASES = [
         "toolConfig.allowedTools: required when autoExecute is true",
     ),
     (
+        "document-name-with-a-dot",
+        valid_media_message(
+            {"document": {"format": "pdf", "name": "report.pdf", "source": {"bytes": b64(b"%PDF-1.4")}}}
+        ),
+        "messages[0].content[1].document.name: may hold only letters, digits, single spaces",
+    ),
+    (
         "media-to-claude",
         valid_media_message(image_block(b"png")) | {"modelId": "anthropic.claude-3-5-sonnet-20241022-v2:0"},
         "messages[0].content[1].image: model anthropic.claude-3-5-sonnet-20241022-v2:0 takes text only",
     ),
     (
-        "media-to-nova-micro",
-        valid_media_message(image_block(b"png")) | {"modelId": "amazon.nova-micro-v1:0"},
-        "messages[0].content[1].image: model amazon.nova-micro-v1:0 takes text only",
+        "document-name-with-a-dot",
+        valid_media_message(
+            {"document": {"format": "pdf", "name": "report.pdf", "source": {"bytes": b64(b"%PDF-1.4")}}}
+        ),
+        "messages[0].content[1].document.name: may hold only letters, digits, single spaces",
+    ),
+    (
+        "media-to-claude",
+        valid_media_message(image_block(b"png")) | {"modelId": "anthropic.claude-3-haiku-20240307-v1:0"},
+        "messages[0].content[1].image: model anthropic.claude-3-haiku-20240307-v1:0 takes text only",
     ),
 ]
 
@@ -417,34 +431,32 @@ def raw_chat_body(*encoded_items: bytes) -> bytes:
     )
 
 
-def test_media_item_of_exactly_25_mib_is_accepted(client: httpx.Client) -> None:
-    data = bytes(25 * MIB)
-    response = client.post("/chat", content=raw_chat_body(base64.b64encode(data)))
+def test_a_body_of_exactly_the_payload_limit_is_accepted(client: httpx.Client) -> None:
+    # The limit is the whole JSON body, base64 included (25,000,000 bytes): media of about 18.7 MB fill it.
+    overhead = len(raw_chat_body(b""))
+    data = bytes((25_000_000 - overhead) // 4 * 3)
+    body = raw_chat_body(base64.b64encode(data))
+    assert len(body) <= 25_000_000
 
+    response = client.post("/chat", content=body)
     assert response.status_code == 200, response.text[:200]
     assert response.json()["response"]["content"].startswith(
-        f"image 1: png, {25 * MIB} bytes, sha256 {short_sha(data)}"
+        f"image 1: png, {len(data)} bytes, sha256 {short_sha(data)}"
     )
 
 
-def test_media_item_over_25_mib_gets_413(client: httpx.Client) -> None:
-    response = client.post("/chat", content=raw_chat_body(base64.b64encode(bytes(25 * MIB + 1))))
+def test_a_body_over_the_payload_limit_gets_413(client: httpx.Client) -> None:
+    body = raw_chat_body(base64.b64encode(bytes(18_750_000)))  # 25,000,000 bytes of base64 alone
+    response = client.post("/chat", content=body)
 
     assert response.status_code == 413
-    assert response.json()["error"].startswith(
-        "messages[0].content[0].image.source.bytes: 26214401 bytes exceeds"
-    )
+    assert response.json()["error"] == f"body: {len(body)} bytes exceeds the 25000000-byte limit"
 
 
-def test_media_total_over_the_limit_gets_413(emulator: GatewayEmulator, client: httpx.Client) -> None:
-    emulator.config.max_media_total_bytes = 1500  # 25 MiB by default; small here to keep the test fast
-    item = base64.b64encode(bytes(800))
-    response = client.post("/chat", content=raw_chat_body(item, item))
-
-    assert response.status_code == 413
-    assert response.json()["error"] == (
-        "messages[0].content[1].image.source.bytes: media total 1600 bytes exceeds the 1500-byte limit"
-    )
+def test_media_for_nova_micro_is_accepted(client: httpx.Client) -> None:
+    # The reference: "Amazon Nova Lite, Micro, Pro (all support multimodal)".
+    payload = valid_media_message(image_block(b"png")) | {"modelId": "amazon.nova-micro-v1:0"}
+    assert client.post("/chat", json=payload).status_code == 200
 
 
 def test_body_over_the_configured_maximum_gets_413(emulator: GatewayEmulator, client: httpx.Client) -> None:

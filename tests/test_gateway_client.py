@@ -8,10 +8,12 @@ import pytest
 
 from shared.errors import (
     GatewayAuthError,
+    GatewayCallsExhaustedError,
     GatewayNotFoundError,
     InvalidRequestError,
     PayloadTooLargeError,
     PermanentGatewayError,
+    RequestTooLargeError,
     TransientGatewayError,
 )
 from shared.gateway import GatewayClient, RetryPolicy
@@ -175,10 +177,62 @@ def test_wrong_token_is_401_and_never_shown(emulator, caplog):
 
 
 def test_oversize_payload_is_413(emulator):
-    emulator.config.max_media_total_bytes = 1000  # the gateway's own limit, lowered to keep the test small
+    emulator.config.max_body_bytes = 1000  # the gateway's own limit, lowered to keep the test small
     item = prepare(BytesSource((SAMPLES / "photo.jpg").read_bytes(), name="photo.jpg"))
     with pytest.raises(PayloadTooLargeError):
         client_for(emulator).chat(build_chat_request([item], "hi", model_id=NOVA))
+
+
+def test_a_body_over_the_limit_is_not_sent(emulator):
+    photo = (SAMPLES / "photo.jpg").read_bytes()  # 3,747 bytes: 4,996 as base64
+    request = build_chat_request([prepare(BytesSource(photo, name="photo.jpg"))], "hi", model_id=NOVA)
+    with pytest.raises(RequestTooLargeError) as caught:
+        client_for(emulator, max_request_bytes=5000).chat(request)
+    assert caught.value.size > 5000 and "over the limit of 5000 bytes" in str(caught.value)
+    assert not emulator.calls
+    assert client_for(emulator, max_request_bytes=6000).chat(request).pattern == "text"
+
+
+def test_path_parameters_are_percent_encoded(emulator):
+    client = GatewayClient(emulator.base_url, "acme corp/../x", lambda: EMULATOR_TOKEN, rng=random.Random(7))
+    client.chat(text_request())
+    [call] = emulator.calls
+    assert call.path == "/api/v3/organizations/acme%20corp%2F..%2Fx/ai/chat"
+
+
+@pytest.mark.parametrize("execution_id", ["../../chat", "exec_1?x=1", "exec 1", "", "e" * 129])
+def test_an_execution_id_is_checked_before_it_is_used_in_a_url(emulator, execution_id):
+    with pytest.raises(InvalidRequestError, match="executionId"):
+        client_for(emulator).get_execution(execution_id)
+    assert not emulator.calls
+
+
+class CountingMeter:
+    """A request's billable calls, kept in memory: `limit` calls, then GatewayCallsExhaustedError."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.taken = 0
+        self.given_back = 0
+
+    def before_call(self):
+        if self.taken - self.given_back >= self.limit:
+            raise GatewayCallsExhaustedError(self.limit)
+        self.taken += 1
+
+    def not_billed(self):
+        self.given_back += 1
+
+
+def test_the_meter_counts_what_may_be_billed_and_stops_at_its_limit(emulator):
+    emulator.fail_next("429", count=2)  # refused at the door: given back
+    emulator.fail_next("500", count=5)  # may have been billed: kept
+    meter = CountingMeter(limit=3)
+    client = client_for(emulator, retry=RetryPolicy(base_delay=0.01, max_delay=0.01, max_attempts=10))
+    with pytest.raises(GatewayCallsExhaustedError, match=r"gave up after 3 gateway calls: .*500"):
+        client.chat(text_request(), meter=meter)
+    assert (meter.taken, meter.given_back) == (5, 2)
+    assert len([c for c in emulator.calls if c.kind == "chat"]) == 5
 
 
 def test_emulator_rejects_what_the_client_would_have_refused(emulator):

@@ -19,8 +19,8 @@ from shared.media import (
     DetectedMedia,
     UnsupportedMediaError,
     detect,
-    sanitize_document_name,
 )
+from shared.models import sanitize_document_name
 from tests.sample_files import SAMPLE_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,19 +8,18 @@ import sys
 from pathlib import Path
 
 import httpx
-import msgspec
 import pytest
 
 from shared.body import encode_json_body
 from shared.errors import (
+    ContractBreachError,
     InvalidRequestError,
-    MediaTooLargeError,
-    PermanentGatewayError,
+    RequestTooLargeError,
     UnsupportedMediaError,
 )
 from shared.gateway import GatewayClient, read_response
 from shared.messages import RequestMessage
-from shared.models import MAX_MEDIA_BYTES, ChatRequest, ChatResponse, ToolExecution, parse, to_wire
+from shared.models import DEFAULT_MAX_REQUEST_BYTES, ChatRequest, ChatResponse, ToolExecution, parse, to_wire
 from shared.request_builder import build_chat_request, prepare, with_attachments
 from shared.routing import parse_rules
 from shared.sources import BytesSource, FileSource
@@ -63,8 +62,8 @@ def test_several_media_are_labelled_in_order():
 
 def test_attachments_go_before_the_text_of_the_last_user_message():
     base = build_chat_request([], "first", model_id=NOVA)
-    request = msgspec.structs.replace(
-        base, messages=[*base.messages, *build_chat_request([], "second", model_id=NOVA).messages]
+    request = base.model_copy(
+        update={"messages": [*base.messages, *build_chat_request([], "second", model_id=NOVA).messages]}
     )
     item = prepare(FileSource(SAMPLES / "diagram.png"), label="the diagram")
     messages = wire(with_attachments(request, [item]))["messages"]
@@ -84,11 +83,11 @@ def test_claude_gets_text_only():
 @pytest.mark.parametrize(
     ("fields", "field", "rule"),
     [
-        ({"stop_sequences": ["a", "b", "c", "d", "e"]}, "stopSequences", "length <= 4"),
-        ({"temperature": 2.5}, "temperature", "<= 2.0"),
-        ({"max_tokens": 0}, "maxTokens", ">= 1"),
-        ({"max_tokens": 9000}, "maxTokens", "<= 8192"),
-        ({"top_p": 1.5}, "topP", "<= 1.0"),
+        ({"stop_sequences": ["a", "b", "c", "d", "e"]}, "stopSequences", "at most 4 items"),
+        ({"temperature": 2.5}, "temperature", "less than or equal to 2"),
+        ({"max_tokens": 0}, "maxTokens", "greater than or equal to 1"),
+        ({"max_tokens": 9000}, "maxTokens", "less than or equal to 8192"),
+        ({"top_p": 1.5}, "topP", "less than or equal to 1"),
         ({"tool_config": {"tools": [], "autoExecute": True}}, "toolConfig", "allowedTools is required"),
         (
             {"response_format": {"type": "xml", "jsonSchema": {}}},
@@ -128,12 +127,12 @@ def test_oversize_is_refused_before_reading():
     class Huge(BytesSource):
         @property
         def size(self):
-            return MAX_MEDIA_BYTES + 1
+            return DEFAULT_MAX_REQUEST_BYTES * 3 // 4 + 3  # its base64 alone is over the limit
 
         def head(self, count):
             raise AssertionError("no byte may be read of an oversize item")
 
-    with pytest.raises(MediaTooLargeError, match=str(MAX_MEDIA_BYTES)):
+    with pytest.raises(RequestTooLargeError, match=str(DEFAULT_MAX_REQUEST_BYTES)):
         prepare(Huge(b"x", name="big.pdf"))
 
 
@@ -252,7 +251,7 @@ def test_an_answer_is_read_by_what_its_values_say():
     response = read_response("POST", "/chat", httpx.Response(200, json=answer), ChatResponse)
     assert (response.usage.input_tokens, response.usage.output_tokens) == (3, 4)
     answer["usage"]["inputTokens"] = 3.5
-    with pytest.raises(PermanentGatewayError, match=r"usage\.inputTokens: Expected `int`, got `float`"):
+    with pytest.raises(ContractBreachError, match=r"usage\.inputTokens: .*fractional part"):
         read_response("POST", "/chat", httpx.Response(200, json=answer), ChatResponse)
 
 
@@ -265,7 +264,32 @@ def test_the_wire_form_leaves_out_unset_fields_but_keeps_nulls_inside_free_json(
     assert to_wire(request) == {
         "messages": [{"role": "user", "content": "hi"}],
         "modelId": NOVA,
-        "toolConfig": {"tools": [tool], "autoExecute": False},
+        "toolConfig": {"tools": [tool]},
     }
     usage = parse(ChatResponse, {"response": {"content": "x"}, "usage": {"inputTokens": 2}}).usage
     assert to_wire(usage) == {"inputTokens": 2, "outputTokens": 0, "totalTokens": 0}
+
+
+@pytest.mark.parametrize("execution_id", ["../../tools", "exec_1/result", "exec 1", "exec_1?a=b", ""])
+def test_an_execution_id_that_could_escape_a_url_or_key_breaks_the_contract(execution_id):
+    answer = {
+        "response": {
+            "content": "",
+            "toolUse": {"name": "generate_image", "executionId": execution_id, "status": "pending"},
+        }
+    }
+    with pytest.raises(ContractBreachError, match=r"response\.toolUse\.executionId") as caught:
+        read_response("POST", "/chat", httpx.Response(200, json=answer), ChatResponse)
+    assert caught.value.raw == answer
+
+
+def test_media_stay_streamed_through_a_rebuild():
+    item = prepare(FileSource(SAMPLES / "photo.jpg"))
+    request = with_attachments(build_chat_request([], "first", model_id=NOVA), [item])
+    again = with_attachments(request, [item])
+    sources = [m.source.bytes for m in again.media()]
+    assert all(not isinstance(source, str) for source in sources)
+    assert (
+        wire(again)["messages"][0]["content"][1]["image"]["source"]["bytes"]
+        == base64.b64encode((SAMPLES / "photo.jpg").read_bytes()).decode()
+    )

@@ -140,8 +140,9 @@ def test_gateway_4xx_is_permanent_and_transient_faults_retry(pipeline):
 
 
 def test_last_attempt_records_gave_up_and_the_message_is_in_the_dlq(pipeline):
-    pipeline.emulator.fail_next("timeout", count=1000)
-    pipeline.emulator.config.timeout_hold_seconds = 0.3
+    # Rate limited on every delivery: 429s are not billed, so the bound on billable calls does not end it
+    # first (test_gateway_answers covers that bound).
+    pipeline.emulator.fail_next("429", count=1000)
     pipeline.send({"requestId": "outage-1", "prompt": "z"})
     pipeline.drain()
     error = failure(pipeline.record("outage-1"))

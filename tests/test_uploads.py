@@ -59,8 +59,8 @@ def test_oversize_fails_with_size_and_limit_without_download(pipeline):
     pipeline.upload("incoming/huge.pdf", b"%PDF-1.4\n" + b"0" * (size - 9))
     pipeline.drain()
     error = failure(pipeline.record_for_key("incoming/huge.pdf"))
-    assert error["kind"] == "MediaTooLargeError"
-    assert str(size) in error["message"] and str(25 * 1024 * 1024) in error["message"]
+    assert error["kind"] == "RequestTooLargeError"
+    assert str(size) in error["message"] and "over the limit of 25000000 bytes" in error["message"]
     gets = [i for i in pipeline.stack.invocations.for_function("S3UploadFunction")]
     assert gets and not [c for c in pipeline.emulator.calls if c.kind == "chat"]
 
@@ -99,8 +99,9 @@ def test_gateway_4xx_is_permanent(pipeline):
 
 
 def test_transient_faults_are_retried_by_redelivery_and_complete(pipeline):
-    # Two attempts per delivery (GatewayMaxAttempts=2): three 503s fail the first delivery only.
-    pipeline.emulator.fail_next("503", count=3)
+    # Two attempts per delivery (GatewayMaxAttempts=2): three 429s fail the first delivery only. (429s are
+    # refused at the door, so they do not count towards the request's bound on billable calls.)
+    pipeline.emulator.fail_next("429", count=3)
     pipeline.upload("incoming/photo.jpg", (SAMPLES / "photo.jpg").read_bytes())
     pipeline.drain()
     record = pipeline.record_for_key("incoming/photo.jpg")
@@ -110,7 +111,7 @@ def test_transient_faults_are_retried_by_redelivery_and_complete(pipeline):
 
 
 def test_a_lasting_outage_gives_up_after_every_attempt_and_lands_in_the_dlq(pipeline):
-    pipeline.emulator.fail_next("503", count=1000)
+    pipeline.emulator.fail_next("429", count=1000)
     pipeline.upload("incoming/photo.jpg", (SAMPLES / "photo.jpg").read_bytes())
     pipeline.drain()
     error = failure(pipeline.record_for_key("incoming/photo.jpg"))

@@ -43,10 +43,8 @@ class EmulatorConfig:
     clock: Callable[[], float] = field(default=time.time)  # injectable so benchmarks can simulate time
     signed_url_seconds: int = 3600
 
-    # Size limits (413).
-    max_body_bytes: int = 40 * MIB
-    max_media_item_bytes: int = 25 * MIB
-    max_media_total_bytes: int = 25 * MIB
+    # The contract's "Maximum 25MB total payload size": the whole JSON body, base64 included (413 over it).
+    max_body_bytes: int = 25_000_000
 
     quiet: bool = True  # False: one stderr line per request (method, path, status; never headers or bodies)
 

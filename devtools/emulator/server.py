@@ -9,11 +9,13 @@ import socketserver
 import sys
 import threading
 import traceback
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Any
 from urllib.parse import parse_qsl
 
 from devtools.emulator.config import FAULT_PATHS, EmulatorConfig
@@ -25,7 +27,7 @@ from devtools.emulator.executions import (
 )
 from devtools.emulator.faults import FaultPlan
 from devtools.emulator.replies import build_reply
-from devtools.emulator.validation import MediaLimits, RequestRejected, parse_chat_request
+from devtools.emulator.validation import RequestRejected, parse_chat_request
 from devtools.emulator.wire import (
     BodyRejected,
     Reply,
@@ -142,6 +144,8 @@ class GatewayEmulator:
         self._calls: list[CallRecord] = []
         self._internal_errors: list[str] = []
         self._faults = FaultPlan()
+        # Answers a test scripts in place of the emulator's own (shapes the real gateway may send).
+        self._scripted: dict[str, deque[Callable[[Route], Any]]] = {path: deque() for path in FAULT_PATHS}
         self._executions = ExecutionStore()
         self._signer = UrlSigner()
         self._stopping = threading.Event()
@@ -227,6 +231,20 @@ class GatewayEmulator:
         "429", "500", "502", "503", "504", "timeout", "truncated", "400" or "403"."""
         self._faults.force(kind, count, path)
 
+    def answer_next(self, answer: Any, count: int = 1, path: str = "chat") -> None:
+        """The next `count` authorised requests on `path` get `answer` as a 200 JSON body, whatever they
+        asked: a JSON value, or a function of the route (for an execution's id) that returns one. For the
+        answers the gateway may give that the emulator would not make itself."""
+        make = answer if callable(answer) else (lambda route: answer)
+        with self._lock:
+            self._scripted[path].extend([make] * count)
+
+    def _scripted_reply(self, route: Route) -> Reply | None:
+        with self._lock:
+            scripted = self._scripted.get(route.kind)
+            make = scripted.popleft() if scripted else None
+        return None if make is None else json_reply(200, make(route))
+
     def expire(self, execution_id: str) -> bool:
         """Forget an execution, as the gateway does after 24 hours; False if it was not known."""
         return self._executions.remove(execution_id)
@@ -240,6 +258,9 @@ class GatewayEmulator:
             self._calls.clear()
         self._executions.clear()
         self._faults.reset()
+        with self._lock:
+            for scripted in self._scripted.values():
+                scripted.clear()
 
     # Serving
 
@@ -305,6 +326,9 @@ class GatewayEmulator:
             return json_reply(401, {"error": "Unauthorized: missing or invalid bearer token"})
         if self.config.organization is not None and route.organization != self.config.organization:
             return json_reply(403, {"error": f"Forbidden: no access to organization {route.organization}"})
+        scripted = self._scripted_reply(route)
+        if scripted is not None:
+            return scripted
         if route.kind == "chat":
             return self._chat(route, body)
         return self._execution_status(route)
@@ -319,9 +343,8 @@ class GatewayEmulator:
 
     def _chat(self, route: Route, body: bytes) -> Reply:
         config = self.config
-        limits = MediaLimits(per_item=config.max_media_item_bytes, total=config.max_media_total_bytes)
         try:
-            request = parse_chat_request(body, limits)
+            request = parse_chat_request(body)
         except RequestRejected as rejected:
             return json_reply(rejected.status, {"error": rejected.message})
         start = partial(self._start_execution, route.organization)

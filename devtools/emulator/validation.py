@@ -18,6 +18,7 @@ MEDIA_FORMATS = {
 }
 MAX_STOP_SEQUENCES = 4
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # Bedrock's rule for tool names
+DOCUMENT_NAME = re.compile(r"[A-Za-z0-9\s\-()\[\]]{1,200}")  # and for document names
 
 
 class RequestRejected(Exception):
@@ -58,16 +59,10 @@ class ChatRequest:
     wants_tools: bool  # toolConfig was sent
 
 
-@dataclass(frozen=True)
-class MediaLimits:
-    per_item: int
-    total: int
-
-
 def takes_media(model_id: str) -> bool:
-    # Nova Lite and Pro read images, video and documents; Nova Micro and every Claude model read text only.
-    # "in" rather than startswith so cross-region ids such as us.amazon.nova-lite-v1:0 count too.
-    return "amazon.nova-" in model_id and "amazon.nova-micro" not in model_id
+    # The reference: "Amazon Nova Lite, Micro, Pro (all support multimodal)", "Claude models (text only)".
+    # "in" rather than startswith so cross-region ids such as us.anthropic.claude-... count too.
+    return "claude" not in model_id.lower()
 
 
 def _reject(field: str, problem: str, status: int = 400) -> RequestRejected:
@@ -78,9 +73,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def parse_chat_request(body: bytes, limits: MediaLimits) -> ChatRequest:
+def _not_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def parse_chat_request(body: bytes) -> ChatRequest:
+    """The body's size limit is the server's (read_body); everything else is checked here."""
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_constant=_not_json_constant)
     except ValueError as error:  # JSONDecodeError, or UnicodeDecodeError for bytes that are not UTF-8
         raise _reject("body", f"invalid JSON ({error})") from None
     if not isinstance(payload, dict):
@@ -93,7 +93,7 @@ def parse_chat_request(body: bytes, limits: MediaLimits) -> ChatRequest:
     max_tokens = _check_parameters(payload)
     json_schema = _check_response_format(payload.get("responseFormat"))
     tools, auto_execute, allowed_tools = _check_tool_config(payload.get("toolConfig"))
-    media, text_chars, last_user_text = _check_messages(payload.get("messages"), model_id, limits)
+    media, text_chars, last_user_text = _check_messages(payload.get("messages"), model_id)
     system_prompt = payload.get("systemPrompt") or ""
 
     return ChatRequest(
@@ -207,7 +207,7 @@ def _check_tool(tool: Any, where: str) -> ToolSpec:
     return ToolSpec(name=name, input_schema=schema)
 
 
-def _check_messages(messages: Any, model_id: str, limits: MediaLimits) -> tuple[list[MediaItem], int, str]:
+def _check_messages(messages: Any, model_id: str) -> tuple[list[MediaItem], int, str]:
     if not isinstance(messages, list) or not messages:
         raise _reject("messages", "must be a non-empty array")
     media: list[MediaItem] = []
@@ -219,16 +219,14 @@ def _check_messages(messages: Any, model_id: str, limits: MediaLimits) -> tuple[
             raise _reject(where, "must be an object with role and content")
         if message.get("role") not in ROLES:
             raise _reject(f"{where}.role", f"must be one of {', '.join(ROLES)}")
-        texts = _check_content(message.get("content"), f"{where}.content", model_id, limits, media)
+        texts = _check_content(message.get("content"), f"{where}.content", model_id, media)
         text_chars += sum(len(text) for text in texts)
         if message["role"] == "user":
             last_user_text = "\n".join(texts)
     return media, text_chars, last_user_text
 
 
-def _check_content(
-    content: Any, where: str, model_id: str, limits: MediaLimits, media: list[MediaItem]
-) -> list[str]:
+def _check_content(content: Any, where: str, model_id: str, media: list[MediaItem]) -> list[str]:
     if isinstance(content, str):
         return [content]
     if not isinstance(content, list):
@@ -248,15 +246,13 @@ def _check_content(
             continue
         if not takes_media(model_id):
             raise _reject(
-                f"{block_where}.{kind}", f"model {model_id} takes text only; media needs Nova Lite or Pro"
+                f"{block_where}.{kind}", f"model {model_id} takes text only; media needs a Nova model"
             )
-        media.append(_check_media(kind, value, f"{block_where}.{kind}", limits, media))
+        media.append(_check_media(kind, value, f"{block_where}.{kind}"))
     return texts
 
 
-def _check_media(
-    kind: str, value: Any, where: str, limits: MediaLimits, earlier: list[MediaItem]
-) -> MediaItem:
+def _check_media(kind: str, value: Any, where: str) -> MediaItem:
     if not isinstance(value, dict):
         raise _reject(where, "must be an object with format and source")
     formats = MEDIA_FORMATS[kind]
@@ -266,23 +262,19 @@ def _check_media(
     name = value.get("name")
     if kind == "document" and (not isinstance(name, str) or not name.strip()):
         raise _reject(f"{where}.name", "required for documents")
+    if kind == "document" and not (DOCUMENT_NAME.fullmatch(name) and not re.search(r"\s\s", name)):
+        raise _reject(
+            f"{where}.name",
+            "may hold only letters, digits, single spaces, hyphens, parentheses and square brackets",
+        )
     source = value.get("source")
     encoded = source.get("bytes") if isinstance(source, dict) else None
     bytes_where = f"{where}.source.bytes"
     if not isinstance(encoded, str) or not encoded:
         raise _reject(bytes_where, "required (the file as base64 text)")
 
-    # Sizes come from the base64 length, so an oversized item is refused before spending time decoding it.
-    size = _decoded_size(encoded)
-    if size is None:
+    if len(encoded) % 4:
         raise _reject(bytes_where, "invalid base64")
-    if size > limits.per_item:
-        raise _reject(
-            bytes_where, f"{size} bytes exceeds the {limits.per_item}-byte limit per media item", 413
-        )
-    total = size + sum(item.size for item in earlier)
-    if total > limits.total:
-        raise _reject(bytes_where, f"media total {total} bytes exceeds the {limits.total}-byte limit", 413)
     try:
         # Strict mode refuses characters outside the alphabet and misplaced padding, like validate=True in
         # base64.b64decode, but is faster on 25 MB items.
@@ -296,10 +288,3 @@ def _check_media(
         sha256=hashlib.sha256(raw).hexdigest(),
         name=name if kind == "document" else None,
     )
-
-
-def _decoded_size(encoded: str) -> int | None:
-    if len(encoded) % 4:
-        return None
-    padding = 2 if encoded.endswith("==") else 1 if encoded.endswith("=") else 0
-    return len(encoded) // 4 * 3 - padding

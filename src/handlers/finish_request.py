@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.logging import Logger
 
 from shared import logs
-from shared.pipeline import announce
+from shared.notifications import announce
 from shared.records import Status
 from shared.runtime import runtime
 from shared.tool_executions import finish_request

@@ -37,11 +37,22 @@ class MediaTooLargeError(PipelineError):
         super().__init__(f"{what} is {size} bytes, over the gateway's limit of {limit} bytes")
 
 
+class RequestTooLargeError(PipelineError):
+    """The request's JSON body (base64 included) would be over the gateway's payload limit: nothing is sent."""
+
+    def __init__(self, size: int, limit: int, what: str = "the request body"):
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what} would be {size} bytes, over the limit of {limit} bytes (MaxRequestBytes)")
+
+
 class SourceNotFoundError(PipelineError):
     """An object named by an event or an attachment does not exist (or cannot be read)."""
 
 
 class GatewayError(PipelineError):
+    not_sent = False  # True when the request never reached the gateway (the connection was not made)
+
     def __init__(self, message: str, *, status: int | None = None, attempts: int = 1):
         self.status = status
         self.attempts = attempts
@@ -50,6 +61,28 @@ class GatewayError(PipelineError):
 
 class PermanentGatewayError(GatewayError):
     """A 4xx (other than 429) or a response that breaks the contract: retrying gives the same answer."""
+
+
+class ContractBreachError(PermanentGatewayError):
+    """A 200 whose body breaks the contract (no `response`, wrong types). The gateway may have billed it, so
+    the raw answer travels with the error to be stored with the request's result."""
+
+    def __init__(self, message: str, raw: object, *, status: int | None = None):
+        super().__init__(message, status=status)
+        self.raw = raw
+
+
+class GatewayCallsExhaustedError(PipelineError):
+    """The request has made as many chat calls the gateway may have billed as it is allowed, over all its
+    deliveries together (GatewayMaxAttempts)."""
+
+    def __init__(self, calls: int, last_error: Exception | None = None):
+        self.calls = calls
+        super().__init__(f"gave up after {calls} gateway calls" + (f": {last_error}" if last_error else ""))
+
+
+class ToolExecutionFailed(PipelineError):
+    """The gateway's answer says a tool it ran for the request failed."""
 
 
 class GatewayAuthError(PermanentGatewayError):

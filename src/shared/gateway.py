@@ -9,25 +9,50 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
 from shared.body import encode_json_body
 from shared.errors import (
+    ContractBreachError,
     GatewayAuthError,
+    GatewayCallsExhaustedError,
     GatewayError,
     GatewayNotFoundError,
     InvalidRequestError,
     PayloadTooLargeError,
     PermanentGatewayError,
+    RequestTooLargeError,
     TransientGatewayError,
 )
-from shared.models import ChatRequest, ChatResponse, ModelT, ToolExecution, parse, to_wire
+from shared.models import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    ChatRequest,
+    ChatResponse,
+    ModelT,
+    ToolExecution,
+    check_execution_id,
+    parse,
+    to_wire,
+)
 
 logger = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Answers given at the door, before any inference: the gateway did not bill these calls.
+NOT_BILLED_STATUSES = frozenset({401, 403, 413, 429})
+
+
+class CallMeter(Protocol):
+    """Counts a request's chat calls that the gateway may bill, over all its deliveries."""
+
+    def before_call(self) -> None:
+        """Takes one call; raises GatewayCallsExhaustedError when none is left."""
+
+    def not_billed(self) -> None:
+        """Gives the call back: the gateway refused it at the door, or it never left this process."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +83,10 @@ class GatewayClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ):
-        self._api = f"{base_url.rstrip('/')}/api/v3/organizations/{organisation}/ai"
+        self._api = f"{base_url.rstrip('/')}/api/v3/organizations/{quote(organisation, safe='')}/ai"
+        self._max_request_bytes = max_request_bytes
         self._token_provider = token_provider
         self._retry = retry or RetryPolicy()
         self._http = http or httpx.Client(
@@ -82,24 +109,34 @@ class GatewayClient:
         *,
         budget_seconds: float | None = None,
         correlation_id: str | None = None,
+        meter: CallMeter | None = None,
     ) -> ChatResponse:
         """POST /chat. `budget_seconds` bounds every attempt and wait together (a Lambda passes its
-        remaining time minus a margin)."""
+        remaining time minus a margin); `meter` counts the attempts the gateway may bill. A body over the
+        payload limit (its size is known from the sources' sizes, before a byte is read) is not sent."""
         if not isinstance(request, ChatRequest):
             request = parse(ChatRequest, request)
         body = encode_json_body(to_wire(request))
+        if body.length > self._max_request_bytes:
+            raise RequestTooLargeError(body.length, self._max_request_bytes)
         headers = {"Content-Type": "application/json", "Content-Length": str(body.length)}
         return self._send(
-            "POST", "/chat", ChatResponse, budget_seconds, correlation_id, headers=headers, content=body
+            "POST",
+            "/chat",
+            ChatResponse,
+            budget_seconds,
+            correlation_id,
+            headers=headers,
+            content=body,
+            meter=meter,
         )
 
     def get_execution(
         self, execution_id: str, *, budget_seconds: float | None = None, correlation_id: str | None = None
     ) -> ToolExecution:
         """GET /tools/executions/{id}; 404 (unknown or expired) raises GatewayNotFoundError."""
-        return self._send(
-            "GET", f"/tools/executions/{execution_id}", ToolExecution, budget_seconds, correlation_id
-        )
+        path = f"/tools/executions/{quote(check_execution_id(execution_id), safe='')}"
+        return self._send("GET", path, ToolExecution, budget_seconds, correlation_id)
 
     def _send(
         self,
@@ -111,6 +148,7 @@ class GatewayClient:
         *,
         headers: dict[str, str] | None = None,
         content: Any = None,
+        meter: CallMeter | None = None,
     ) -> ModelT:
         deadline = None if budget_seconds is None else self._clock() + budget_seconds
         last_error: GatewayError | None = None
@@ -118,9 +156,18 @@ class GatewayClient:
             remaining = None if deadline is None else deadline - self._clock()
             if remaining is not None and remaining <= 0:
                 break
+            if meter is not None:
+                try:
+                    meter.before_call()
+                except GatewayCallsExhaustedError as exhausted:
+                    raise GatewayCallsExhaustedError(exhausted.calls, last_error) from None
             try:
                 return self._attempt(method, path, model, remaining, correlation_id, headers, content)
-            except TransientGatewayError as error:
+            except GatewayError as error:
+                if meter is not None and (error.status in NOT_BILLED_STATUSES or error.not_sent):
+                    meter.not_billed()
+                if not isinstance(error, TransientGatewayError):
+                    raise
                 error.attempts = attempt
                 last_error = error
                 delay = max(error.retry_after or 0.0, self._retry.backoff(attempt, self._rng))
@@ -163,6 +210,11 @@ class GatewayClient:
             response = self._http.request(
                 method, self._api + path, headers=all_headers, content=content, timeout=timeout
             )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            # Nothing reached the gateway: no inference, nothing billed.
+            unsent = TransientGatewayError(f"{method} {path}: {type(error).__name__}")
+            unsent.not_sent = True
+            raise unsent from None
         except httpx.TimeoutException as error:
             raise TransientGatewayError(f"{method} {path}: {type(error).__name__}") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
@@ -184,8 +236,8 @@ def read_response(method: str, path: str, response: httpx.Response, model: type[
         try:
             return parse(model, data, root="response", lenient=True)
         except InvalidRequestError as error:
-            raise PermanentGatewayError(
-                f"{method} {path}: response breaks the contract: {error}", status=status
+            raise ContractBreachError(
+                f"{method} {path}: response breaks the contract: {error}", data, status=status
             ) from None
     message = f"{method} {path}: {status} {_error_text(response)}"
     if status in TRANSIENT_STATUSES:

@@ -9,7 +9,6 @@ import csv
 import json
 import re
 import struct
-import unicodedata
 import zlib
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -455,26 +454,3 @@ def detect(
     elif found == "unknown binary" and text is not None and b"\0" not in head:
         found = "text with control characters"
     raise UnsupportedMediaError(found)
-
-
-# --- document names -----------------------------------------------------------------------------------------
-
-_DOCUMENT_NAME_MAX = 100
-_DOCUMENT_NAME_FALLBACK = "document"
-
-
-def sanitize_document_name(name: str) -> str:
-    """A name the gateway accepts: letters, digits, single spaces, hyphens, parentheses and square brackets.
-
-    Bedrock Converse, under the gateway, rejects a request whose document name has anything else.
-    """
-    base = re.split(r"[/\\]", name)[-1]
-    stem, dot, _extension = base.rpartition(".")
-    if dot and stem:
-        base = stem
-    ascii_only = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
-    cleaned = re.sub(r"[^A-Za-z0-9\s\-()\[\]]", "-", ascii_only)
-    cleaned = re.sub(r"\s+", " ", cleaned)
-    cleaned = re.sub(r"-+", "-", cleaned)
-    cleaned = cleaned.strip(" -")[:_DOCUMENT_NAME_MAX].rstrip(" -")
-    return cleaned or _DOCUMENT_NAME_FALLBACK

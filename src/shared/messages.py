@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-import msgspec
-from msgspec import Meta
+from pydantic import Field, model_validator
 
 from shared.models import (
     OPTION_FIELDS,
     ChatRequest,
+    JsonObject,
     NonEmpty,
     RequestOptions,
     WireModel,
-    build_validators,
-    whole,
-    wire_names,
+    build_models,
 )
 
-REQUEST_ID_PATTERN = whole(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 
 class Attachment(WireModel):
     uri: Annotated[
-        str, Meta(pattern=whole(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+"), description="s3://bucket/key")
+        str, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$", description="s3://bucket/key")
     ]
-    label: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
+    label: Annotated[str, Field(min_length=1, max_length=100)] | None = None
 
 
 class RequestMessage(RequestOptions):
@@ -34,7 +32,7 @@ class RequestMessage(RequestOptions):
     request_id: (
         Annotated[
             str,
-            Meta(pattern=REQUEST_ID_PATTERN, description="Idempotency key; defaults to the SQS message id."),
+            Field(pattern=REQUEST_ID_PATTERN, description="Idempotency key; defaults to the SQS message id."),
         ]
         | None
     ) = None
@@ -42,20 +40,24 @@ class RequestMessage(RequestOptions):
     prompt: NonEmpty | None = None
     attachments: Annotated[
         list[Attachment],
-        Meta(
+        Field(
             max_length=20, description="S3 objects inlined as media before the text of the last user message."
         ),
-    ] = msgspec.field(default_factory=list)
-    metadata: Annotated[dict[str, Any], Meta(description="Echoed into the record.")] | None = None
+    ] = Field(default_factory=list)
+    metadata: Annotated[JsonObject, Field(description="Echoed into the record.")] | None = None
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _one_form(self) -> RequestMessage:
         if (self.request is None) == (self.prompt is None):
             raise ValueError("give either `request` or `prompt`, not both and not neither")
         if self.request is not None:
-            names = wire_names(RequestMessage)
-            extra = [names[name] for name in ("model_id", *OPTION_FIELDS) if getattr(self, name) is not None]
+            fields = type(self).model_fields
+            extra = [
+                fields[n].alias or n for n in ("model_id", *OPTION_FIELDS) if getattr(self, n) is not None
+            ]
             if extra:
                 raise ValueError(f"{', '.join(extra)} belong to the short form; put them inside `request`")
+        return self
 
 
-build_validators(RequestMessage)
+build_models(RequestMessage)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import TransientStoreError
+from shared.records import TERMINAL
+
+if TYPE_CHECKING:
+    from shared.records import RecordStore
+
+logger = logging.getLogger(__name__)
 
 EVENT_SOURCE = "quant.ai-pipeline"
 DETAIL_TYPES = {"COMPLETED": "AI Request Completed", "FAILED": "AI Request Failed"}
@@ -38,3 +45,16 @@ class Notifier:
         )
         if response.get("FailedEntryCount"):
             raise TransientStoreError(f"EventBridge refused the notification: {response['Entries']}")
+
+
+def announce(record: dict[str, Any], notifier: Notifier, records: RecordStore) -> None:
+    """Publishes a finished request's event, then marks the record notified: a crash in between means the
+    next delivery (or retried step) announces it again, never that it is not announced."""
+    if record.get("status") not in TERMINAL or record.get("notifiedAt"):
+        return
+    try:
+        notifier.request_finished(record)
+    except TransientStoreError:
+        logger.warning("notification for %s failed; a redelivery will send it", record["requestId"])
+        raise
+    records.mark_notified(record["requestId"])

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared import logs
-from shared.errors import PipelineError, TransientStoreError
-from shared.models import to_wire
-from shared.records import TERMINAL, Status, split_for_item
+from shared.errors import ContractBreachError, PipelineError, ToolExecutionFailed
+from shared.models import ChatRequest, ChatResponse, build_models, to_wire
+from shared.notifications import announce
+from shared.records import Status, split_for_item
 
 if TYPE_CHECKING:
     from shared.gateway import GatewayClient
-    from shared.models import ChatRequest, ChatResponse
     from shared.notifications import Notifier
     from shared.poller import PollerStarter
     from shared.records import RecordStore
@@ -54,6 +54,21 @@ class Outcome:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class RecordedCallMeter:
+    """A request's billable chat calls, counted on its record so that the bound holds across deliveries."""
+
+    records: RecordStore
+    request_id: str
+    limit: int
+
+    def before_call(self) -> None:
+        self.records.take_gateway_call(self.request_id, self.limit)
+
+    def not_billed(self) -> None:
+        self.records.return_gateway_call(self.request_id)
+
+
 @dataclass
 class Pipeline:
     gateway: GatewayClient
@@ -63,6 +78,7 @@ class Pipeline:
     poller: PollerStarter
     max_receive_count: int
     telemetry: Telemetry
+    max_gateway_calls: int  # chat calls one request may make over all its deliveries (GatewayMaxAttempts)
     clock: Callable[[], float] = time.monotonic
 
     def run(self, job: Job, *, budget_seconds: float) -> Outcome:
@@ -79,13 +95,18 @@ class Pipeline:
             request = job.build()
             started = self.clock()
             response = self.gateway.chat(
-                request, budget_seconds=budget_seconds, correlation_id=job.request_id
+                request,
+                budget_seconds=budget_seconds,
+                correlation_id=job.request_id,
+                meter=RecordedCallMeter(self.records, job.request_id, self.max_gateway_calls),
             )
             latency = self.clock() - started
             self.telemetry.gateway_answered(request.model_id, latency, response.usage)
             # Storing is inside the try too: if it fails, the lease is given back (or the request recorded
             # as given up) instead of being held until it expires.
             return self._store(job, request, response, latency)
+        except ContractBreachError as error:
+            return self._keep_unreadable_answer(job, error)
         except PipelineError as error:
             if not error.retryable:
                 return self.fail(job.request_id, error)
@@ -112,6 +133,17 @@ class Pipeline:
             self.poller.start(record["requestId"], record.get("executions") or [])
         else:
             self._notify(record)
+
+    def _keep_unreadable_answer(self, job: Job, error: ContractBreachError) -> Outcome:
+        """Billed work that we cannot read: the raw answer goes with the request's result, and the request
+        ends FAILED (asking again would be billed again)."""
+        document = {"requestId": job.request_id, "error": str(error), "rawResponse": error.raw}
+        try:
+            location = self.results.put_json(job.result_key, {**document, "source": job.source})
+        except PipelineError as store_error:
+            self._give_back(job, store_error)
+            raise
+        return self.fail(job.request_id, error, extra={"resultLocation": location})
 
     def _give_back(self, job: Job, error: Exception) -> None:
         if job.receive_count >= self.max_receive_count:
@@ -142,12 +174,23 @@ class Pipeline:
         }
         location = self.results.put_json(
             job.result_key,
-            {**result, "source": job.source, "metadata": job.metadata, "executions": executions},
+            # The whole answer too, fields the contract does not name included: it was billed.
+            {
+                **result,
+                "source": job.source,
+                "metadata": job.metadata,
+                "executions": executions,
+                "answer": to_wire(response),
+            },
         )
         fields, in_s3 = split_for_item(
             {k: v for k, v in result.items() if v is not None and k != "requestId"}
         )
         fields.update(resultLocation=location, resultInS3Only=in_s3)
+        failed_tools = response.failed_tools
+        if failed_tools:
+            reasons = "; ".join(f"{t.name or 'tool'}: {t.error or 'failed'}"[:500] for t in failed_tools)
+            return self.fail(job.request_id, ToolExecutionFailed(reasons), extra=fields)
         if executions:
             fields["executions"] = executions
             moved = self.records.finish(
@@ -170,14 +213,4 @@ class Pipeline:
         announce(record, self.notifier, self.records)
 
 
-def announce(record: dict[str, Any], notifier: Notifier, records: RecordStore) -> None:
-    """Publishes a finished request's event, then marks the record notified: a crash in between means the
-    next delivery (or retried step) announces it again, never that it is not announced."""
-    if record.get("status") not in TERMINAL or record.get("notifiedAt"):
-        return
-    try:
-        notifier.request_finished(record)
-    except TransientStoreError:
-        logger.warning("notification for %s failed; a redelivery will send it", record["requestId"])
-        raise
-    records.mark_notified(record["requestId"])
+build_models(ChatRequest, ChatResponse)

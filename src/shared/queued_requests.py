@@ -28,7 +28,7 @@ def parse_message(message: SqsMessage) -> tuple[str, RequestMessage]:
         ) from None
     request_id = message.message_id
     candidate = body.get("requestId") if isinstance(body, dict) else None
-    if isinstance(candidate, str) and re.search(REQUEST_ID_PATTERN, candidate):
+    if isinstance(candidate, str) and re.fullmatch(REQUEST_ID_PATTERN, candidate):
         request_id = candidate
     try:
         parsed = parse(RequestMessage, body, root="body")
@@ -48,7 +48,8 @@ def build_queued_request(rt: Runtime, parsed: RequestMessage) -> ChatRequest:
     items = []
     for attachment in parsed.attachments:
         bucket, key = parse_s3_uri(attachment.uri)
-        items.append(prepare(S3Source(rt.s3, bucket, key), label=attachment.label))
+        source = S3Source(rt.s3, bucket, key)
+        items.append(prepare(source, label=attachment.label, max_request_bytes=rt.settings.max_request_bytes))
     if parsed.request is not None:
         return with_attachments(parsed.request, items)
     return build_chat_request(

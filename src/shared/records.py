@@ -17,7 +17,13 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from shared.errors import TRANSIENT_AWS_CODES, PipelineError, TransientStoreError, aws_error_code
+from shared.errors import (
+    TRANSIENT_AWS_CODES,
+    GatewayCallsExhaustedError,
+    PipelineError,
+    TransientStoreError,
+    aws_error_code,
+)
 
 # DynamoDB's item limit is 400 KB; leave room for the other attributes and the attribute names.
 MAX_INLINE_RESULT_BYTES = 300 * 1024
@@ -182,6 +188,39 @@ class RecordStore:
             create=True,
             remove=("leaseUntil",),
         )
+
+    def take_gateway_call(self, request_id: str, limit: int) -> int:
+        """Counts one more chat call the gateway may bill for the request (over all its deliveries), and
+        returns the count; raises GatewayCallsExhaustedError when `limit` calls were already made."""
+        try:
+            result = self._call(
+                self._table.update_item,
+                Key={"requestId": request_id},
+                UpdateExpression="ADD gatewayCalls :one",
+                ConditionExpression="attribute_exists(requestId) AND"
+                " (attribute_not_exists(gatewayCalls) OR gatewayCalls < :limit)",
+                ExpressionAttributeValues={":one": 1, ":limit": limit},
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            raise GatewayCallsExhaustedError(limit) from None
+        return int(result["Attributes"]["gatewayCalls"])
+
+    def return_gateway_call(self, request_id: str) -> None:
+        """Takes back a counted call that the gateway did not bill (refused at the door, or never sent)."""
+        try:
+            self._call(
+                self._table.update_item,
+                Key={"requestId": request_id},
+                UpdateExpression="ADD gatewayCalls :minus_one",
+                ConditionExpression="gatewayCalls > :zero",
+                ExpressionAttributeValues={":minus_one": -1, ":zero": 0},
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
     def mark_notified(self, request_id: str) -> None:
         self._update(request_id, {"notifiedAt": utc_now_iso(self._clock())}, allowed_from=tuple(TERMINAL))

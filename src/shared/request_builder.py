@@ -6,9 +6,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import InvalidRequestError, MediaTooLargeError
-from shared.media import HEAD_BYTES, DetectedMedia, detect, sanitize_document_name
-from shared.models import MAX_MEDIA_BYTES, ChatRequest, parse, to_wire, wire_fields
+from shared.body import base64_length
+from shared.errors import InvalidRequestError, MediaTooLargeError, RequestTooLargeError
+from shared.media import HEAD_BYTES, DetectedMedia, detect
+from shared.models import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    ChatRequest,
+    parse,
+    sanitize_document_name,
+    to_wire,
+    wire_fields,
+)
 from shared.sources import ItemSource
 
 # Text files are inlined into the prompt; past this they would not fit a model's context anyway.
@@ -22,11 +30,15 @@ class PreparedItem:
     label: str | None = None
 
 
-def prepare(source: ItemSource, label: str | None = None) -> PreparedItem:
-    """Checks the size before any byte is read, then detects the type from the first bytes."""
+def prepare(
+    source: ItemSource, label: str | None = None, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+) -> PreparedItem:
+    """Checks the size before any byte is read (an item whose base64 alone is over the request limit is
+    refused here; the whole body is checked before it is sent), then detects the type from the first bytes."""
     size = source.size
-    if size > MAX_MEDIA_BYTES:
-        raise MediaTooLargeError(source.name, size, MAX_MEDIA_BYTES)
+    if base64_length(size) > max_request_bytes:
+        what = f"{source.name} ({size} bytes) as base64"
+        raise RequestTooLargeError(base64_length(size), max_request_bytes, what)
     detected = detect(source.head(HEAD_BYTES), name=source.name, content_type=source.content_type, size=size)
     if detected.kind == "text" and size > MAX_TEXT_BYTES:
         raise MediaTooLargeError(f"text file {source.name}", size, MAX_TEXT_BYTES)

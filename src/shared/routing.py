@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import msgspec
+from pydantic import Field, ValidationError, model_validator
 
 from shared.errors import InvalidRequestError
 from shared.media import MediaKind
-from shared.models import NonEmpty, RequestOptions, WireModel, build_validators, error_location
+from shared.models import NonEmpty, RequestOptions, WireModel, build_models, error_location
 
 BUNDLED_RULES = Path(__file__).with_name("routing_rules.yaml")
 
@@ -35,25 +35,27 @@ class RequestSettings(RequestOptions):
     prompt: NonEmpty | None = None
 
 
-class Rule(RequestSettings, kw_only=True):
+class Rule(RequestSettings):
     name: NonEmpty
     match: RuleMatch
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _matches_something(self) -> Rule:
         if self.match.prefix is None and self.match.suffix is None and self.match.kind is None:
             raise ValueError("match needs at least one of prefix, suffix, kind")
+        return self
 
 
 class DefaultRule(RequestSettings):
-    prompts: dict[MediaKind, str] = msgspec.field(default_factory=dict)
+    prompts: dict[MediaKind, str] = Field(default_factory=dict)
 
     def prompt_for(self, kind: str) -> str:
         return self.prompts.get(kind) or self.prompt or "Describe this file."  # type: ignore[call-overload]
 
 
-class RoutingRules(WireModel, kw_only=True):
+class RoutingRules(WireModel):
     default: DefaultRule
-    rules: list[Rule] = msgspec.field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list)
 
     def choose(self, key: str, kind: str) -> tuple[str, RequestSettings]:
         """The rule's name and settings (the first rule that matches, else the default)."""
@@ -74,9 +76,9 @@ def parse_rules(text: str, origin: str) -> RoutingRules:
     except yaml.YAMLError as error:
         raise InvalidRequestError(origin, f"routing rules are not valid YAML: {error}") from None
     try:
-        return msgspec.convert(data, RoutingRules)
-    except msgspec.ValidationError as error:
-        location, message = error_location(error, RoutingRules)
+        return RoutingRules.model_validate(data)
+    except ValidationError as error:
+        location, message = error_location(error)
         where = ".".join(str(p) for p in location) or "top level"
         if len(location) >= 2 and location[0] == "rules" and isinstance(location[1], int):
             rules = (data or {}).get("rules") or []
@@ -94,4 +96,4 @@ def load_rules(parameter_name: str = "", ssm_client: Any = None) -> RoutingRules
     return parse_rules(BUNDLED_RULES.read_text(), str(BUNDLED_RULES.name))
 
 
-build_validators(RoutingRules)
+build_models(RoutingRules)

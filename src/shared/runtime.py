@@ -56,7 +56,13 @@ class Runtime:
 
         s = self.settings
         retry = RetryPolicy(max_attempts=s.gateway_max_attempts)
-        return GatewayClient(s.gateway_base_url, s.organisation, s.token_provider(), retry=retry)
+        return GatewayClient(
+            s.gateway_base_url,
+            s.organisation,
+            s.token_provider(),
+            retry=retry,
+            max_request_bytes=s.max_request_bytes,
+        )
 
     @cached_property
     def records(self) -> RecordStore:
@@ -90,6 +96,7 @@ class Runtime:
             poller=PollerStarter(self._client("stepfunctions"), self.settings.poller_state_machine_arn),
             max_receive_count=self.settings.max_receive_count,
             telemetry=self.telemetry,
+            max_gateway_calls=self.settings.gateway_max_attempts,
         )
 
     @cached_property

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import GatewayNotFoundError
+from shared.models import ToolExecution, build_models
 from shared.records import RecordStore, Status
 from shared.results import ResultStore
 
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
     import httpx
 
     from shared.gateway import GatewayClient
-    from shared.models import ToolExecution
 
 logger = logging.getLogger(__name__)
 
@@ -76,17 +76,18 @@ def poll_step(
         return {
             **base,
             "status": "failed",
-            "error": status.error or "the tool execution failed",
+            "error": str(status.error or "the tool execution failed")[:1000],
             **timings(status, now),
         }
     if elapsed >= float(policy["timeoutSeconds"]):
         return {
             **base,
             "status": "failed",
-            "error": f"timed out after {round(elapsed)} s (still {status.status})",
+            "error": f"timed out after {round(elapsed)} s (still {status.status[:40]})",
         }
     wait = next_wait_seconds(execution.get("toolName"), elapsed, polls, int(policy["maxWaitSeconds"]))
-    return {**base, "status": status.status, "nextWaitSeconds": wait}
+    # Any status but complete and failed, one the project does not know included, means still running.
+    return {**base, "status": status.status[:40], "nextWaitSeconds": wait}
 
 
 def timings(status: ToolExecution, now: float) -> dict[str, Any]:
@@ -186,3 +187,6 @@ def finish_request(
     if finished is None:
         logger.info("request %s was already finished", request_id)
     return finished
+
+
+build_models(ToolExecution)

@@ -118,7 +118,8 @@ def overrides_from(metadata: dict[str, str]) -> tuple[str | None, str | None]:
 
 
 def build_upload_request(rt: Runtime, source: S3Source) -> ChatRequest:
-    item = prepare(source)  # HEAD first: an oversize object is refused before any byte is read
+    # HEAD first: an oversize object is refused before any byte is read.
+    item = prepare(source, max_request_bytes=rt.settings.max_request_bytes)
     rule_name, settings = rt.routing_rules.choose(source.key, item.detected.kind)
     prompt_override, model_override = overrides_from(source.user_metadata)
     model_id = model_override or settings.model_id or rt.settings.default_model_id
