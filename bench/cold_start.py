@@ -108,8 +108,20 @@ def interpreter(scratch: Path, lambda_like: bool) -> Interpreter:
     return Interpreter(("-S",), lambda_env(str(scratch / "pycache"), f"{src}:{site}"), "lambda-like")
 
 
+# What a handler's import is made of, each layer on top of the one before: so that the report can say what
+# the parts cost. Every handler imports all of these (Settings is the pydantic model every function builds).
+LAYERS = {
+    "+ Logger": "import boto3; from aws_lambda_powertools.logging import Logger; Logger()",
+    "+ httpx": "import boto3; from aws_lambda_powertools.logging import Logger; Logger(); import httpx",
+    "+ pydantic Settings": (
+        "import boto3; from aws_lambda_powertools.logging import Logger; Logger(); import httpx;"
+        " import shared.config"
+    ),
+}
+
+
 def targets() -> dict[str, str]:
-    found = {"pass": "pass", "boto3": "import boto3"}
+    found = {"pass": "pass", "boto3": "import boto3", **LAYERS}
     found.update({name: f"import handlers.{name}" for name in HANDLERS})
     return found
 
@@ -157,7 +169,7 @@ def report(runs: int, site: str, figures: dict[str, dict[str, float]]) -> dict:
     print(f"import time in a fresh python process ({site}), median of {runs} runs (min..max), warm .pyc")
     print(f"{'module':<26}{'import ms':>11}{'min..max':>18}{'process ms':>12}{'x boto3':>9}")
     for name, f in figures.items():
-        label = name if name in ("pass", "boto3") else f"handlers.{name}"
+        label = f"handlers.{name}" if name in HANDLERS else name
         ratio = f"{f['ms'] / boto3_ms:.2f}" if name != "pass" else "-"
         spread = f"{f['min_ms']:.1f}..{f['max_ms']:.1f}"
         print(f"{label:<26}{f['ms']:>11.1f}{spread:>18}{f['process_ms']:>12.1f}{ratio:>9}")
@@ -179,6 +191,7 @@ def report(runs: int, site: str, figures: dict[str, dict[str, float]]) -> dict:
         "floor_ms": round(figures["pass"]["ms"], 3),
         "floor_process_ms": round(figures["pass"]["process_ms"], 1),
         "handlers": handlers,
+        "layers_ms": {name: round(figures[name]["ms"], 1) for name in LAYERS},
         "target_ratio": TARGET_RATIO,
         "over_target": over,
     }
