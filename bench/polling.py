@@ -33,6 +33,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from devtools.emulator import EmulatorConfig, GatewayEmulator  # noqa: E402
 from shared.gateway import GatewayClient  # noqa: E402
+from shared.images import UrlAllowlist  # noqa: E402
 from shared.tool_executions import poll_step  # noqa: E402
 
 DEFINITION = ROOT / "statemachine" / "tool_execution_poller.asl.json"
@@ -205,6 +206,7 @@ class Bench:
     def __enter__(self) -> Bench:
         base_url = self.emulator.start()
         self.gateway = GatewayClient(base_url, ORGANISATION, lambda: TOKEN)
+        self.gateway_url = base_url
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -236,7 +238,13 @@ class Bench:
             if function == "FinishRequestFunctionArn":
                 finished.extend(payload["executions"])  # each execution's final poll state
                 return {"requestId": payload["requestId"], "status": "COMPLETED"}
-            state = poll_step(payload, gateway=self.gateway, results=self.results, now=self.clock.now)
+            state = poll_step(
+                payload,
+                gateway=self.gateway,
+                results=self.results,
+                now=self.clock.now,
+                allowlist=UrlAllowlist.parse(self.gateway_url),
+            )
             if fixed_wait is not None and "nextWaitSeconds" in state:
                 state["nextWaitSeconds"] = fixed_wait  # the baseline: same loop, same code, fixed wait
             return state

@@ -85,8 +85,12 @@ class GatewayTarget:
         return f"gateway: {self.base_url}, organisation {self.organisation} ({self.kind})"
 
     def parameters(self) -> dict[str, str]:
-        """The template parameters that point the functions at this gateway."""
-        return {"GatewayOrganisation": self.organisation, "GatewayBaseUrl": self.base_url}
+        """The template parameters that point the functions at this gateway. The emulator serves its
+        generated images itself, so image downloads are allowed from its address and nowhere else."""
+        parameters = {"GatewayOrganisation": self.organisation, "GatewayBaseUrl": self.base_url}
+        if self.is_emulator:
+            parameters["ImageDownloadAllowedUrls"] = self.base_url
+        return parameters
 
     def environment(self) -> dict[str, str]:
         """Locally the token comes from GATEWAY_TOKEN instead of the Secrets Manager secret."""

@@ -22,6 +22,11 @@ VALID = {
     "MAX_REQUEST_BYTES": "25000000",
     "ROUTING_RULES_PARAMETER": "",
     "PRICE_TABLE": '{"amazon.nova-lite-v1:0": [0.00006, 0.00024]}',
+    "ATTACHMENTS_PREFIX": "attachments/",
+    "ATTACHMENT_BUCKETS": "",
+    "ALLOWED_MODEL_IDS": "",
+    "MAX_INLINE_TEXT_BYTES": "1048576",
+    "IMAGE_DOWNLOAD_ALLOWED_URLS": "https://*.amazonaws.com",
 }
 
 
@@ -52,6 +57,8 @@ def test_a_missing_variable_is_named(name):
         ("PRICE_TABLE", "{not json"),
         ("PRICE_TABLE", '{"m": [1]}'),
         ("RECORD_TTL_DAYS", "1.5"),
+        ("ATTACHMENT_BUCKETS", "ok-bucket,Not_A_Bucket"),
+        ("IMAGE_DOWNLOAD_ALLOWED_URLS", "https://*.amazonaws.com/path?x=1"),
     ],
 )
 def test_a_malformed_variable_is_named(name, value):

@@ -19,6 +19,8 @@ logs.use_service_logger(logger)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     rt = runtime()
     # A transient gateway fault raises TransientGatewayError: the state machine's Retry handles it.
-    state = poll_step(event, gateway=rt.gateway, results=rt.results, now=time.time())
+    state = poll_step(
+        event, gateway=rt.gateway, results=rt.results, now=time.time(), allowlist=rt.image_allowlist
+    )
     logger.info("execution %s is %s after %d polls", state["executionId"], state["status"], state["polls"])
     return state

@@ -37,6 +37,17 @@ PriceTable = Annotated[
 Prefix = Annotated[str, Field(pattern=r"^[^/].*/$")]  # a folder: "incoming/"
 
 
+def _comma_list(value: Any) -> Any:
+    """A CloudFormation CommaDelimitedList as the environment holds it: "a,b" (empty: none)."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+CommaList = Annotated[tuple[str, ...], BeforeValidator(_comma_list)]
+BucketName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False, hide_input_in_errors=True)
 
@@ -59,6 +70,19 @@ class Settings(BaseModel):
     # Only the entry points start the poller; the poll and finish steps have no such variable.
     poller_state_machine_arn: Annotated[str, Field(alias="POLLER_STATE_MACHINE_ARN")] = ""
     price_table: Annotated[PriceTable, Field(alias="PRICE_TABLE")] = Field(default_factory=dict)
+    # Where queued attachments may come from: the attachments prefix of the stack's bucket, and other
+    # buckets the operator granted. Never the results prefix.
+    attachments_prefix: Annotated[Prefix, Field(alias="ATTACHMENTS_PREFIX")]
+    attachment_buckets: Annotated[
+        tuple[BucketName, ...], BeforeValidator(_comma_list), Field(alias="ATTACHMENT_BUCKETS")
+    ]
+    allowed_model_ids: Annotated[CommaList, Field(alias="ALLOWED_MODEL_IDS")]  # empty: any
+    max_inline_text_bytes: Annotated[int, Field(alias="MAX_INLINE_TEXT_BYTES", ge=1)]
+    image_download_allowed_urls: Annotated[
+        tuple[Annotated[str, Field(pattern=r"^https?://(\*\.)?[A-Za-z0-9.-]+(:[0-9]+)?/?$")], ...],
+        BeforeValidator(_comma_list),
+        Field(alias="IMAGE_DOWNLOAD_ALLOWED_URLS"),
+    ]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

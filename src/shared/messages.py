@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from shared.models import (
     OPTION_FIELDS,
@@ -17,6 +18,24 @@ from shared.models import (
 )
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# Metadata is echoed into the record: small and shallow, so it never crowds the item or a reader's stack.
+MAX_METADATA_BYTES = 8 * 1024
+MAX_METADATA_DEPTH = 10
+
+
+def _bounded_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_METADATA_DEPTH:
+                raise ValueError(f"more than {MAX_METADATA_DEPTH} levels deep")
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+    size = len(json.dumps(metadata, separators=(",", ":")).encode())
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"{size} bytes as JSON, over the limit of {MAX_METADATA_BYTES}")
+    return metadata
 
 
 class Attachment(WireModel):
@@ -44,7 +63,14 @@ class RequestMessage(RequestOptions):
             max_length=20, description="S3 objects inlined as media before the text of the last user message."
         ),
     ] = Field(default_factory=list)
-    metadata: Annotated[JsonObject, Field(description="Echoed into the record.")] | None = None
+    metadata: (
+        Annotated[
+            JsonObject,
+            AfterValidator(_bounded_metadata),
+            Field(description="Echoed into the record: at most 8 KB as JSON and 10 levels deep."),
+        ]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _one_form(self) -> RequestMessage:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared import logs
-from shared.errors import ContractBreachError, PipelineError, ToolExecutionFailed
+from shared.errors import ContractBreachError, InvalidRequestError, PipelineError, ToolExecutionFailed
 from shared.models import ChatRequest, ChatResponse, build_models, to_wire
 from shared.notifications import announce
 from shared.records import Status, split_for_item
@@ -45,6 +45,10 @@ class Job:
     result_key: str
     receive_count: int = 1
     metadata: dict[str, Any] | None = None
+    # What the request is (a digest of its message, or the upload's identity): a record is taken over only
+    # by the same request. And where a request that finds its requestId taken is recorded instead.
+    fingerprint: str = ""
+    conflict_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,19 @@ class Pipeline:
     def run(self, job: Job, *, budget_seconds: float) -> Outcome:
         logs.bind(requestId=job.request_id)
         claim = self.records.claim(
-            job.request_id, source=job.source, lease_seconds=budget_seconds + 30, metadata=job.metadata
+            job.request_id,
+            source=job.source,
+            lease_seconds=budget_seconds + 30,
+            metadata=job.metadata,
+            fingerprint=job.fingerprint or job.request_id,
         )
+        if claim.outcome == "conflict":
+            taken = InvalidRequestError(
+                "requestId", f"{job.request_id!r} belongs to another request; choose a requestId of its own"
+            )
+            return self.fail(
+                job.conflict_id or f"{job.request_id}/conflict", taken, source=job.source, create_only=True
+            )
         if claim.outcome == "busy":
             raise RequestBusyError(f"request {job.request_id} is being processed by another delivery")
         if claim.outcome == "done":

@@ -67,7 +67,8 @@ def from_dynamo(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Claim:
-    outcome: Literal["claimed", "done", "busy"]
+    # conflict: the record belongs to another request (its fingerprint differs), which this one may not touch
+    outcome: Literal["claimed", "done", "busy", "conflict"]
     record: dict[str, Any]
 
     @property
@@ -94,9 +95,12 @@ class RecordStore:
         source: dict[str, Any],
         lease_seconds: float,
         metadata: dict[str, Any] | None,
+        fingerprint: str,
     ) -> Claim:
         """Takes the record for one attempt: creates it, or takes over an expired lease, or re-opens a
-        record that failed only because retries ran out. Otherwise says why not."""
+        record that failed only because retries ran out. Otherwise says why not. `fingerprint` names the
+        request's content: only the same request (a redelivery, a redrive, the same message sent again) may
+        take over a record, never another one that reuses its requestId."""
         now = self._clock()
         values = {
             ":processing": Status.PROCESSING.value,
@@ -108,6 +112,7 @@ class RecordStore:
             ":zero": 0,
             ":one": 1,
             ":true": True,
+            ":fingerprint": fingerprint,
         }
         sets = [
             "#status = :processing",
@@ -116,6 +121,7 @@ class RecordStore:
             "updatedAt = :now",
             "leaseUntil = :lease",
             "attempts = if_not_exists(attempts, :zero) + :one",
+            "fingerprint = if_not_exists(fingerprint, :fingerprint)",
         ]
         if self._ttl_days:
             sets.append("expiresAt = :expires")
@@ -130,8 +136,9 @@ class RecordStore:
                 UpdateExpression="SET " + ", ".join(sets) + " REMOVE #error",
                 ConditionExpression=(
                     "attribute_not_exists(requestId)"
-                    " OR (#status = :processing AND leaseUntil < :now_epoch)"
-                    " OR (#status = :failed AND #error.retryable = :true)"
+                    " OR ((attribute_not_exists(fingerprint) OR fingerprint = :fingerprint) AND"
+                    " ((#status = :processing AND leaseUntil < :now_epoch)"
+                    " OR (#status = :failed AND #error.retryable = :true)))"
                 ),
                 ExpressionAttributeNames={"#status": "status", "#source": "source", "#error": "error"},
                 ExpressionAttributeValues=values,
@@ -145,6 +152,8 @@ class RecordStore:
             # does not convert.
             typed = error.response.get("Item")
             record = from_dynamo(_untyped(typed)) if typed else (self.get(request_id) or {})
+            if record.get("fingerprint") not in (None, fingerprint):
+                return Claim("conflict", record)
             outcome = "busy" if record.get("status") == Status.PROCESSING else "done"
             return Claim(outcome, record)
         return Claim("claimed", from_dynamo(result["Attributes"]))
@@ -171,9 +180,11 @@ class RecordStore:
         message: str | None = None,
         source: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
+        create_only: bool = False,
     ) -> dict[str, Any] | None:
         """Records FAILED (and returns the record), creating it if the request never got as far as a claim;
-        None when the record had already ended."""
+        None when the record had already ended. `create_only`: only a new record, never one that exists
+        (for a message that could not be read: whatever id it names, it touches no other request)."""
         fields: dict[str, Any] = {
             "status": Status.FAILED.value,
             "error": error_fields(error, message),
@@ -184,7 +195,7 @@ class RecordStore:
         return self._update(
             request_id,
             fields,
-            allowed_from=(Status.PROCESSING, Status.WAITING_FOR_TOOLS),
+            allowed_from=() if create_only else (Status.PROCESSING, Status.WAITING_FOR_TOOLS),
             create=True,
             remove=("leaseUntil",),
         )
@@ -252,12 +263,13 @@ class RecordStore:
         if self._ttl_days:
             sets.append("expiresAt = :expires")
             values[":expires"] = int(now + self._ttl_days * 86400)
-        names["#status"] = "status"
+        if allowed_from:
+            names["#status"] = "status"
         allowed = [f":from{i}" for i in range(len(allowed_from))]
         values.update({f":from{i}": status.value for i, status in enumerate(allowed_from)})
-        condition = f"#status IN ({', '.join(allowed)})"
+        condition = f"#status IN ({', '.join(allowed)})" if allowed else ""
         if create:
-            condition = f"attribute_not_exists(requestId) OR {condition}"
+            condition = " OR ".join(c for c in ("attribute_not_exists(requestId)", condition) if c)
         expression = "SET " + ", ".join(sets)
         if remove:
             expression += " REMOVE " + ", ".join(remove)

@@ -20,7 +20,15 @@ from shared.models import (
 from shared.sources import ItemSource
 
 # Text files are inlined into the prompt; past this they would not fit a model's context anyway.
-MAX_TEXT_BYTES = 1024 * 1024
+DEFAULT_MAX_INLINE_TEXT_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold (MaxRequestBytes, MaxInlineTextBytes)."""
+
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_inline_text_bytes: int = DEFAULT_MAX_INLINE_TEXT_BYTES
 
 
 @dataclass(frozen=True)
@@ -30,19 +38,32 @@ class PreparedItem:
     label: str | None = None
 
 
-def prepare(
-    source: ItemSource, label: str | None = None, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-) -> PreparedItem:
+def prepare(source: ItemSource, label: str | None = None, *, limits: Limits = Limits()) -> PreparedItem:
     """Checks the size before any byte is read (an item whose base64 alone is over the request limit is
     refused here; the whole body is checked before it is sent), then detects the type from the first bytes."""
     size = source.size
-    if base64_length(size) > max_request_bytes:
+    if base64_length(size) > limits.max_request_bytes:
         what = f"{source.name} ({size} bytes) as base64"
-        raise RequestTooLargeError(base64_length(size), max_request_bytes, what)
+        raise RequestTooLargeError(base64_length(size), limits.max_request_bytes, what)
     detected = detect(source.head(HEAD_BYTES), name=source.name, content_type=source.content_type, size=size)
-    if detected.kind == "text" and size > MAX_TEXT_BYTES:
-        raise MediaTooLargeError(f"text file {source.name}", size, MAX_TEXT_BYTES)
+    if detected.kind == "text" and size > limits.max_inline_text_bytes:
+        raise MediaTooLargeError(f"text file {source.name}", size, limits.max_inline_text_bytes)
     return PreparedItem(source, detected, label)
+
+
+def check_inline_text(items: Sequence[PreparedItem], limits: Limits) -> None:
+    """Text files are read whole into the request: all of them together within MaxInlineTextBytes."""
+    total = sum(item.source.size for item in items if item.detected.kind == "text")
+    if total > limits.max_inline_text_bytes:
+        raise MediaTooLargeError("the text files together", total, limits.max_inline_text_bytes)
+
+
+def check_model_allowed(model_id: str, allowed: Sequence[str], field: str) -> None:
+    """A model a caller names (not the operator's own rules and default) must be one AllowedModelIds lists."""
+    if allowed and model_id not in allowed:
+        raise InvalidRequestError(
+            field, f"{model_id!r} is not an allowed model (AllowedModelIds: {', '.join(allowed)})"
+        )
 
 
 # The builder writes wire data (plain dicts, media as their ItemSource) and checks the whole request once,

@@ -18,6 +18,7 @@ from shared.config import Settings
 
 if TYPE_CHECKING:
     from shared.gateway import GatewayClient
+    from shared.images import UrlAllowlist
     from shared.notifications import Notifier
     from shared.pipeline import Pipeline
     from shared.records import RecordStore
@@ -63,6 +64,12 @@ class Runtime:
             retry=retry,
             max_request_bytes=s.max_request_bytes,
         )
+
+    @cached_property
+    def image_allowlist(self) -> UrlAllowlist:
+        from shared.images import UrlAllowlist
+
+        return UrlAllowlist(self.settings.image_download_allowed_urls)
 
     @cached_property
     def records(self) -> RecordStore:

@@ -33,6 +33,10 @@ class Telemetry:
     def request_received(self, entry_point: str) -> None:
         self._emit({"Requests": (MetricUnit.Count, 1)}, {"EntryPoint": entry_point})
 
+    def upload_refused(self) -> None:
+        """An upload event named an object outside the input prefix of the stack's bucket."""
+        self._emit({"UploadsRefused": (MetricUnit.Count, 1)}, {})
+
     def request_completed(self) -> None:
         self._emit({"RequestsCompleted": (MetricUnit.Count, 1)}, {})
 

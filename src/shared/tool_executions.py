@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import GatewayNotFoundError
+from shared.images import ImageRejectedError, UrlAllowlist, decode_data_uri, download
 from shared.models import ToolExecution, build_models
 from shared.records import RecordStore, Status
 from shared.results import ResultStore
@@ -23,6 +22,7 @@ logger = logging.getLogger(__name__)
 IMAGE_TOOL = "generate_image"
 POLL_CALL_BUDGET_SECONDS = 20.0
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
+MAX_IMAGES = 10  # per execution: the gateway makes one to a few
 
 
 def next_wait_seconds(tool_name: str | None, elapsed: float, polls: int, max_wait: int) -> int:
@@ -45,6 +45,7 @@ def poll_step(
     gateway: GatewayClient,
     results: ResultStore,
     now: float,
+    allowlist: UrlAllowlist,
     http: httpx.Client | None = None,
 ) -> dict[str, Any]:
     """One poll of one execution. The returned state is the next step's input: small, never image bytes."""
@@ -70,7 +71,10 @@ def poll_step(
     except GatewayNotFoundError:
         return {**base, "status": "failed", "error": "execution unknown or expired (404 from the gateway)"}
     if status.status == "complete":
-        files = save_result(status, request_id, results, http)
+        try:
+            files = save_result(status, request_id, results, http, allowlist)
+        except ImageRejectedError as rejected:
+            return {**base, "status": "failed", "error": str(rejected), **timings(status, now)}
         return {**base, "status": "complete", "files": files, **timings(status, now)}
     if status.status == "failed":
         return {
@@ -98,14 +102,20 @@ def timings(status: ToolExecution, now: float) -> dict[str, Any]:
 
 
 def save_result(
-    status: ToolExecution, request_id: str, results: ResultStore, http: httpx.Client | None
+    status: ToolExecution,
+    request_id: str,
+    results: ResultStore,
+    http: httpx.Client | None,
+    allowlist: UrlAllowlist,
 ) -> list[str]:
     """Stores what the tool produced under results/<requestId>/<executionId>/ and returns the S3 URIs.
     Images come as data URIs and as signed URLs that expire within the hour; the data URI needs no fetch."""
     result = status.result if isinstance(status.result, dict) else {}
-    images = [decode_data_uri(uri) for uri in result.get("images") or []]
-    if not images:
-        images = [download(url, http) for url in result.get("s3Urls") or []]
+    data_uris = _strings(result.get("images"))
+    if data_uris:
+        images = [decode_data_uri(uri, index) for index, uri in enumerate(data_uris)]
+    else:
+        images = _downloaded(_strings(result.get("s3Urls")), http, allowlist)
     files = []
     for index, (content_type, data) in enumerate(images):
         key = results.key_for_tool_file(
@@ -118,28 +128,26 @@ def save_result(
     return files
 
 
-def decode_data_uri(uri: str) -> tuple[str, bytes]:
-    header, _, payload = uri.partition(",")
-    if not header.startswith("data:") or ";base64" not in header:
-        raise ValueError("an image is not a base64 data URI")
-    try:
-        return header[5:].split(";")[0] or "application/octet-stream", base64.b64decode(
-            payload, validate=True
-        )
-    except binascii.Error as error:
-        raise ValueError(f"an image data URI is not valid base64: {error}") from None
+def _strings(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ImageRejectedError("the result's images are not a list of strings")
+    if len(value) > MAX_IMAGES:
+        raise ImageRejectedError(f"the result names {len(value)} images, more than {MAX_IMAGES}")
+    return value
 
 
-def download(url: str, http: httpx.Client | None) -> tuple[str, bytes]:
+def _downloaded(
+    urls: list[str], http: httpx.Client | None, allowlist: UrlAllowlist
+) -> list[tuple[str, bytes]]:
+    if not urls:
+        return []
     import httpx  # only when a result carries no data URI
 
     client = http or httpx.Client()
     try:
-        response = client.get(url, timeout=30)
-        response.raise_for_status()
-        return response.headers.get("Content-Type", "application/octet-stream").split(";")[
-            0
-        ], response.content
+        return [download(url, client, allowlist) for url in urls]
     finally:
         if http is None:
             client.close()

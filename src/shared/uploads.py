@@ -14,7 +14,7 @@ from shared.batch import SqsMessage
 from shared.errors import InvalidRequestError
 from shared.models import ChatRequest
 from shared.pipeline import Job, Outcome
-from shared.request_builder import build_chat_request, prepare
+from shared.request_builder import Limits, build_chat_request, check_model_allowed, prepare
 from shared.sources import S3Source
 
 if TYPE_CHECKING:
@@ -97,11 +97,22 @@ def uploads_in(body: dict[str, Any]) -> list[Upload]:
     return uploads
 
 
+def refusal_reason(upload: Upload, rt: Runtime) -> str | None:
+    """Why an event names an object this stack must not read. The queue takes messages from the bucket only
+    (its policy), but an event is untrusted input all the same: only the input prefix of the stack's bucket
+    is processed, never its results."""
+    if upload.bucket != rt.settings.results_bucket:
+        return f"the bucket is not the stack's ({rt.settings.results_bucket})"
+    if upload.key.startswith(rt.settings.results_prefix):
+        return "the key is under the results prefix (our own output)"
+    if not upload.key.startswith(rt.settings.input_prefix):
+        return f"the key is not under the input prefix ({rt.settings.input_prefix})"
+    return None
+
+
 def skip_reason(upload: Upload, rt: Runtime) -> str | None:
     if not upload.event_name.startswith("ObjectCreated"):
         return f"event {upload.event_name} is not an object creation"
-    if upload.key.startswith(rt.settings.results_prefix):
-        return "the key is under the results prefix (our own output)"
     if upload.key.endswith("/") and not upload.size:
         return "a zero-byte folder marker"
     return None
@@ -119,9 +130,11 @@ def overrides_from(metadata: dict[str, str]) -> tuple[str | None, str | None]:
 
 def build_upload_request(rt: Runtime, source: S3Source) -> ChatRequest:
     # HEAD first: an oversize object is refused before any byte is read.
-    item = prepare(source, max_request_bytes=rt.settings.max_request_bytes)
+    item = prepare(source, limits=Limits(rt.settings.max_request_bytes, rt.settings.max_inline_text_bytes))
     rule_name, settings = rt.routing_rules.choose(source.key, item.detected.kind)
     prompt_override, model_override = overrides_from(source.user_metadata)
+    if model_override is not None:
+        check_model_allowed(model_override, rt.settings.allowed_model_ids, "x-amz-meta-model-id")
     model_id = model_override or settings.model_id or rt.settings.default_model_id
     prompt = prompt_override or rt.routing_rules.prompt_for(settings, item.detected.kind)
     logger.info(
@@ -138,6 +151,11 @@ def build_upload_request(rt: Runtime, source: S3Source) -> ChatRequest:
 def process_upload(
     rt: Runtime, upload: Upload, *, receive_count: int, budget_seconds: float
 ) -> Outcome | None:
+    refused = refusal_reason(upload, rt)
+    if refused:
+        logger.warning("skipped s3://%s/%s: %s", upload.bucket, upload.key, refused)
+        rt.telemetry.upload_refused()
+        return None
     reason = skip_reason(upload, rt)
     if reason:
         logger.info("skipped s3://%s/%s: %s", upload.bucket, upload.key, reason)
