@@ -135,12 +135,17 @@ def test_env_json_overrides_like_sam_and_its_local_gateway_url_gets_the_emulator
 def test_object_replaces_the_sample_and_other_buckets_are_created(tmp_path):
     text = tmp_path / "memo.txt"
     text.write_text("Quarterly memo: all good.\n")
+    report = run_invoke("S3UploadFunction", event("s3_put.json"), object_path=text, environ={})
+    [record] = report.records
+    assert record["status"] == "COMPLETED" and "Quarterly memo: all good." in record["content"]
+
     s3_event = event("s3_put.json")
     s3_event["Records"][0]["s3"]["bucket"]["name"] = "someone-elses-bucket"
     report = run_invoke("S3UploadFunction", s3_event, object_path=text, environ={})
-    [record] = report.records
-    assert record["status"] == "COMPLETED" and "Quarterly memo: all good." in record["content"]
     assert "created bucket someone-elses-bucket" in report.notes
+    # The function's role reads only the stack's bucket (S3ReadPolicy), so S3 refuses it, as AWS would.
+    [record] = report.records
+    assert record["status"] == "FAILED" and "S3 says 403" in record["error"]["message"], record
 
 
 def test_a_handler_exception_is_reported_as_lambda_error_and_exits_1(tmp_path, capsys):
