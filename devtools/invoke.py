@@ -326,7 +326,10 @@ def invoke(
         with (
             function_output_to(log or sys.stderr, SERVICE_NAME),
             quiet_step_functions_interpreter(),
-            deploy(gateway, extra_environment=overrides, start_pollers=False) as stack,
+            # The function processes' logs go to stderr, as sam shows them.
+            deploy(
+                gateway, extra_environment=overrides, start_pollers=False, function_log=Path("/dev/stderr")
+            ) as stack,
         ):
             seed_objects(stack, event, object_path, report.notes)
             if function == "PollExecutionFunction" and isinstance(_get(event, "execution"), dict):

@@ -149,8 +149,10 @@ def deploy(
     parameters: Mapping[str, str] | None = None,
     extra_environment: Mapping[str, str] | None = None,
     start_pollers: bool = True,
+    function_log: Path | None = None,
 ) -> DeployedStack:
-    """template.yaml as stack `quant-ai-local`, wired to `gateway`, with local timings."""
+    """template.yaml as stack `quant-ai-local`, wired to `gateway`, with local timings; the function
+    processes' output goes to `function_log` when given."""
     return EmbeddedAws.deploy(
         TEMPLATE,
         parameters={**LOCAL_PARAMETERS, **gateway.parameters(), **(parameters or {})},
@@ -158,6 +160,7 @@ def deploy(
         stack_name=STACK_NAME,
         visibility_timeout_override=LOCAL_VISIBILITY_TIMEOUT,
         start_pollers=start_pollers,
+        function_log=function_log,
     )
 
 

@@ -268,7 +268,7 @@ def run_job(
         log_path.open("w", encoding="utf-8") as log,
         function_output_to(log, SERVICE_NAME),
         quiet_step_functions_interpreter(),
-        deploy(gateway) as stack,
+        deploy(gateway, function_log=log_path) as stack,
     ):
         pipeline = LocalPipeline(stack, emulator)
         print(

@@ -3,12 +3,10 @@ Step Functions running the real ASL with in-process handlers."""
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import os
 import re
-import sys
 import textwrap
 import threading
 import time

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import threading
@@ -13,9 +14,13 @@ from urllib.parse import quote_plus, unquote
 
 import boto3
 from botocore.config import Config
-from moto.iam.access_control import IAMPolicy, IAMRequestBase, PermissionResult
+from moto.core.exceptions import JsonRESTError
+from moto.dynamodb.exceptions import ItemSizeToUpdateTooLarge
+from moto.dynamodb.models import DynamoDBBackend
+from moto.iam.access_control import IAMPolicy, IAMRequest, IAMRequestBase, PermissionResult
 from moto.s3 import notifications as s3_notifications
-from moto.s3.models import FakeBucket
+from moto.s3.exceptions import S3ClientError
+from moto.s3.models import FakeBucket, S3Backend
 from moto.sqs.models import SQSBackend
 from moto.stepfunctions.parser.api import ExecutionStatus
 from moto.stepfunctions.parser.asl.component.state import state as asl_state
@@ -213,6 +218,32 @@ def _aws_request_with_the_body_sent(request: IAMRequestBase) -> Any:
     return aws_request
 
 
+# moto refuses every service in S3's XML; services that speak JSON answer in JSON, with these error codes
+# (by signing name), which is what botocore and the handlers read (an XML body gives code "403").
+JSON_ACCESS_DENIED_CODES = {
+    "dynamodb": "AccessDeniedException",
+    "states": "AccessDeniedException",
+    "events": "AccessDeniedException",
+    "secretsmanager": "AccessDeniedException",
+    "ssm": "AccessDeniedException",
+    "lambda": "AccessDeniedException",
+    "logs": "AccessDeniedException",
+    "kms": "AccessDeniedException",
+    "sqs": "AccessDenied",
+}
+
+
+def _access_denied_in_the_services_protocol(request: IAMRequest) -> None:
+    code = JSON_ACCESS_DENIED_CODES.get(request._service)
+    if code is None:
+        _original_raise_access_denied(request)
+    message = f"User: {request._access_key.arn} is not authorized to perform: {request._action}"
+    raise JsonRESTError(code, message)
+
+
+_original_raise_access_denied = IAMRequest._raise_access_denied
+
+
 def _iam_fixes() -> list[Any]:
     from moto.awslambda.responses import LambdaResponse
     from moto.dynamodb.responses import DynamoHandler
@@ -236,6 +267,7 @@ def _iam_fixes() -> list[Any]:
         ),
         mock.patch.object(IAMRequestBase, "__init__", _iam_request_with_aws_action_names),
         mock.patch.object(IAMRequestBase, "_create_aws_request", _aws_request_with_the_body_sent),
+        mock.patch.object(IAMRequest, "_raise_access_denied", _access_denied_in_the_services_protocol),
     ]
 
 
@@ -287,6 +319,49 @@ def step_functions_as_their_role(
     ]
 
 
+# --- Limits AWS enforces -------------------------------------------------------------------------------------------
+# S3 refuses an object key over 1,024 bytes of UTF-8; moto stores it.
+S3_MAX_KEY_BYTES = 1024
+
+
+class KeyTooLongError(S3ClientError):
+    code = "KeyTooLongError"
+    message = "Your key is too long"
+
+
+def _checking_key_length(method: Any, key_argument: str, position: int) -> Any:
+    def checked(backend: S3Backend, *args: Any, **kwargs: Any) -> Any:
+        key = kwargs[key_argument] if key_argument in kwargs else args[position]
+        if len(key.encode("utf-8")) > S3_MAX_KEY_BYTES:
+            raise KeyTooLongError()
+        return method(backend, *args, **kwargs)
+
+    return checked
+
+
+_original_update_item = DynamoDBBackend.update_item
+
+
+def _update_item_whole_or_not_at_all(
+    backend: DynamoDBBackend, table_name: str, key: Any, *args: Any, **kwargs: Any
+) -> Any:
+    # DynamoDB refuses an update that would take the item over 400 KB and changes nothing. moto applies the
+    # update's actions one by one and raises when the item grows too big, keeping those already applied (and
+    # an item it created for the update); this puts the item back as it was.
+    table = backend.get_table(table_name)
+    hash_value, range_value = backend.get_keys_value(table, key)
+    existing = table.get_item(hash_value, range_value)
+    attributes_before = copy.deepcopy(existing.attrs) if existing is not None else None
+    try:
+        return _original_update_item(backend, table_name, key, *args, **kwargs)
+    except ItemSizeToUpdateTooLarge:
+        if attributes_before is None:
+            table.delete_item(hash_value, range_value)
+        else:
+            table.get_item(hash_value, range_value).attrs = attributes_before
+        raise
+
+
 def moto_fixes() -> list[Any]:
     """Patchers (not started) for every known gap."""
     return [
@@ -305,4 +380,14 @@ def moto_fixes() -> list[Any]:
             for name in ("receive_message", "delete_message", "change_message_visibility", "purge_queue")
         ),
         *_iam_fixes(),
+        mock.patch.object(DynamoDBBackend, "update_item", _update_item_whole_or_not_at_all),
+        mock.patch.object(S3Backend, "put_object", _checking_key_length(S3Backend.put_object, "key_name", 1)),
+        mock.patch.object(
+            S3Backend,
+            "create_multipart_upload",
+            _checking_key_length(S3Backend.create_multipart_upload, "key_name", 1),
+        ),
+        mock.patch.object(
+            S3Backend, "copy_object", _checking_key_length(S3Backend.copy_object, "dest_key_name", 2)
+        ),
     ]
