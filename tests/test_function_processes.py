@@ -149,3 +149,20 @@ def test_a_batch_that_times_out_comes_back_and_is_delivered_again(deploy_stack, 
     assert first.error is not None and first.error.error_type == "Sandbox.Timedout"
     assert second.succeeded and second.cold  # the timed-out process was ended
     assert second.event["Records"][0]["attributes"]["ApproximateReceiveCount"] == "2"
+
+
+def test_close_ends_every_process_and_gives_this_process_its_environment_back(
+    deploy_stack, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("AWS_PROFILE", "someone-real")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    template = write_template(tmp_path, "Echo: {Type: AWS::Serverless::Function}")
+    stack = deploy_stack(template=template)
+    # While deployed, this process is the deployer, on the endpoint; no profile sends it elsewhere.
+    assert os.environ["AWS_ENDPOINT_URL"] == stack.endpoint and "AWS_PROFILE" not in os.environ
+    pid = stack.invoke("Echo", {})["pid"]
+    stack.close()
+    assert not alive(pid)
+    assert os.environ["AWS_PROFILE"] == "someone-real" and "AWS_ENDPOINT_URL" not in os.environ
+    with pytest.raises(RuntimeError, match="is closed"):
+        stack.client("s3")

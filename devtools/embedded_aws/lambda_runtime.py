@@ -229,7 +229,10 @@ class FunctionProcess:
         return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
     def invoke(self, request_id: str, event_json: str, deadline: float, timeout: int) -> _Outcome:
-        self._connection.send((request_id, deadline, event_json))
+        try:
+            self._connection.send((request_id, deadline, event_json))
+        except OSError:  # the process ended while idle (killed from outside, say)
+            return self._ended(request_id)
         while True:
             if self._connection.poll(MEMORY_CHECK_SECONDS):
                 try:

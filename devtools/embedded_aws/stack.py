@@ -156,7 +156,6 @@ class DeployedStack:
         pseudo = PseudoParameters(self.stack_name, self.account_id, self.region)
         resolver = Resolver(self.template, parameter_values, pseudo, self.physical_id, self.attribute)
         order = self._creation_order(resolver)
-        translated = translate(self.template, self.region)
 
         self.server.start()
         self._cleanup.callback(self.server.stop)
@@ -176,6 +175,8 @@ class DeployedStack:
             patcher.start()
             self._cleanup.callback(patcher.stop)
 
+        # After the environment is set: the translator asks boto3 for the region, which reads the profile.
+        translated = translate(self.template, self.region)
         self.roles = StackRoles(translated, self.client("iam"), self.stack_name)
         context = DeployContext(
             stack_name=self.stack_name,
