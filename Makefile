@@ -51,8 +51,11 @@ lint: $(STAMP)
 template-check: $(STAMP)
 	$(PY) -m pytest tests/test_template.py
 
+# In parallel (pytest-xdist): most tests wait on function processes, moto and the emulator, so two workers
+# keep both cores busy. JOBS=0 runs them in this process, one after another.
+JOBS ?= 2
 test: $(STAMP) lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(JOBS)),,-n $(JOBS)) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@set -e; for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done

@@ -1,5 +1,5 @@
 """The embedded AWS (devtools/embedded_aws): template resolution, resources in moto, Lambda-like SQS polling,
-Step Functions running the real ASL with in-process handlers."""
+Step Functions running the real ASL with the functions (or stand-ins in this process)."""
 
 from __future__ import annotations
 

@@ -154,7 +154,8 @@ def test_a_handler_exception_is_reported_as_lambda_error_and_exits_1(tmp_path, c
     assert invoke.main(["PollExecutionFunction", str(empty)]) == 1
     output = capsys.readouterr().out
     assert output.startswith("gateway: local emulator")
-    assert '"errorType": "KeyError"' in output and "not prepared" in output
+    assert '"errorType": "InvalidEventError"' in output and "not prepared" in output
+    assert "PollExecutionFunction takes the poller's state" in output
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):
