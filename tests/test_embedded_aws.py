@@ -675,8 +675,9 @@ def test_partial_batch_failure_deletes_only_successes_and_the_failure_reaches_th
         receives.append((started, time.monotonic(), {message["MessageId"] for message in messages}))
         return messages
 
-    stack = deploy_stack(template=FAKE_TEMPLATE)
+    # Patched before the pollers start: a receive already under way when the patch began would go unrecorded.
     with mock.patch.object(SqsPoller, "_receive", timed_receive):
+        stack = deploy_stack(template=FAKE_TEMPLATE)
         ok_one, failing, ok_two = send(stack, {"id": 1}, {"id": 2, "action": "fail"}, {"id": 3})
         stack.drain(timeout=20)
 

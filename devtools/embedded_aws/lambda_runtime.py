@@ -38,7 +38,6 @@ Handler = Callable[[Any, Any], Any]
 # How often a running invocation's process is checked against the function's memory size. An allocation
 # faster than this can pass the limit briefly before the process is ended, as Lambda's own accounting allows.
 MEMORY_CHECK_SECONDS = 0.02
-PAGE_KB = 1024
 
 
 @dataclass(frozen=True)
@@ -234,11 +233,12 @@ class FunctionProcess:
         except OSError:  # the process ended while idle (killed from outside, say)
             return self._ended(request_id)
         while True:
-            if self._connection.poll(MEMORY_CHECK_SECONDS):
-                try:
-                    kind, payload = self._connection.recv()
-                except EOFError:
-                    return self._ended(request_id)
+            try:
+                answered = self._connection.poll(MEMORY_CHECK_SECONDS)
+                kind, payload = self._connection.recv() if answered else (None, None)
+            except (EOFError, OSError):  # the process ended, or the stack closed its pipe
+                return self._ended(request_id)
+            if answered:
                 if kind == "ok":
                     return _Outcome(result=json.loads(payload))
                 return _Outcome(error=LambdaError.from_payload(payload), reusable=kind == "error")
@@ -298,12 +298,6 @@ class FunctionRuntime:
         with self._lock:
             self._handler = handler
 
-    @property
-    def processes(self) -> int:
-        """Processes alive (idle or running)."""
-        with self._lock:
-            return len(self._idle) + len(self._running)
-
     def invoke(
         self, event: Any, trigger: str, environment_overrides: Mapping[str, str | None] | None = None
     ) -> Invocation:
@@ -314,7 +308,7 @@ class FunctionRuntime:
         self._log.record_start()
         started_at = time.time()
         started = time.monotonic()
-        outcome = _Outcome()
+        outcome = _Outcome(reusable=False)  # what an unexpected failure leaves: the process is not reused
         cold = False
         peak = 0.0
         try:

@@ -18,7 +18,6 @@ from typing import Any
 
 from devtools.embedded_aws.template import Resolver, Template, TemplateError
 
-SERVERLESS_WITH_ROLES = ("AWS::Serverless::Function", "AWS::Serverless::StateMachine")
 # Placeholders for the local paths the translator wants as S3 locations; only roles are read from its output.
 CODE_PLACEHOLDER = "s3://embedded-aws/code.zip"
 DEFINITION_PLACEHOLDER = "s3://embedded-aws/definition.json"
@@ -88,14 +87,6 @@ def managed_policy_document(arn: str) -> dict[str, Any]:
             f"managed policy {arn} is not one the embedded AWS knows (only AWS managed policies)"
         )
     return policies[name]["Document"]
-
-
-def role_policies(iam: Any, role_name: str) -> dict[str, Any]:
-    """Every policy document of a role by name (managed ones as their inline copies)."""
-    names = iam.list_role_policies(RoleName=role_name)["PolicyNames"]
-    return {
-        name: iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"] for name in names
-    }
 
 
 def versioned(document: Mapping[str, Any]) -> dict[str, Any]:
