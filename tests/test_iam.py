@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from devtools.embedded_aws import FunctionError
 from devtools.embedded_aws.template import load_document
+from tests.plugins.pipeline import emulator_gateway, pipeline_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -154,3 +155,29 @@ def test_the_same_run_passes_the_check_with_the_template_as_it_is(deploy_stack):
     stack = deploy_stack(start_pollers=False)
     result = stack.invoke("FinishRequestFunction", finish_event())
     assert result["requestId"] == "example-image-request"
+
+
+def without_delay_retries(document) -> None:
+    policies = document["Resources"]["SqsRequestFunction"]["Properties"]["Policies"]
+    policies[:] = [p for p in policies if (p.get("Statement") or [{}])[0].get("Sid") != "DelayRetries"]
+
+
+def test_without_its_change_message_visibility_statement_the_queue_function_cannot_delay_a_retry(
+    deploy_stack, emulator, tmp_path
+):
+    """The permission once found only by reading: now the local run shows it missing."""
+    log = tmp_path / "functions.log"
+    stack = deploy_stack(
+        parameters={**pipeline_parameters(emulator), "RetryBaseDelaySeconds": "1"},
+        extra_environment=emulator_gateway(emulator).environment(),
+        template=template_copy(tmp_path, without_delay_retries),
+        function_log=log,
+    )
+    emulator.fail_next("503", count=2)  # both attempts of the first delivery: a transient failure
+    stack.client("sqs").send_message(
+        QueueUrl=stack.physical_id("RequestQueue"),
+        MessageBody=json.dumps({"requestId": "r1", "prompt": "hi"}),
+    )
+    stack.drain(timeout=60)
+    delays = [line for line in log.read_text().splitlines() if "could not delay message" in line]
+    assert delays and "AccessDenied" in delays[0] and "sqs:ChangeMessageVisibility" in delays[0], delays
