@@ -10,6 +10,7 @@ import yaml
 from botocore.exceptions import ClientError
 
 from devtools.embedded_aws import FunctionError
+from devtools.embedded_aws.aws_server import Credentials
 from devtools.embedded_aws.template import load_document
 from tests.plugins.pipeline import emulator_gateway, pipeline_parameters
 
@@ -31,18 +32,17 @@ def test_a_role_that_may_only_read_one_bucket_may_do_nothing_else(deploy_stack):
         admin_s3.create_bucket(Bucket=bucket)
         admin_s3.put_object(Bucket=bucket, Key="a.txt", Body=b"a")
     iam = stack.client("iam")
-    trust = {
-        "Statement": [
-            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
-        ]
-    }
+    deployer = stack.client("sts").get_caller_identity()["Arn"]
+    trust = {"Statement": [{"Effect": "Allow", "Principal": {"AWS": deployer}, "Action": "sts:AssumeRole"}]}
     arn = iam.create_role(RoleName="reader", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     only_get = {
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::bkt-one/*"}],
     }
     iam.put_role_policy(RoleName="reader", PolicyName="get", PolicyDocument=json.dumps(only_get))
-    credentials = stack.server.assume_role(arn, "reader")
+    # Through the STS API, signed and checked like any other call.
+    assumed = stack.client("sts").assume_role(RoleArn=arn, RoleSessionName="reader")["Credentials"]
+    credentials = Credentials(assumed["AccessKeyId"], assumed["SecretAccessKey"], assumed["SessionToken"])
 
     def client(service):
         return stack.server.client(service, credentials)
