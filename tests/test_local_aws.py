@@ -49,6 +49,8 @@ def test_the_env_file_runs_every_handler_on_every_event_against_the_local_stack(
     env_file = json.loads(env_path.read_text())
     assert env_file == env_file_contents(stack)
     assert env_file["Parameters"]["AWS_ENDPOINT_URL"] == stack.endpoint
+    # No token in the file: the handlers read it from the stack's secret, with their roles, as in AWS.
+    assert all("GATEWAY_TOKEN" not in section for section in env_file.values())
     # Each function holds its own role's credentials, not the deployer's.
     keys = {function_variables(env_file, f)["AWS_ACCESS_KEY_ID"] for f in stack.functions}
     assert len(keys) == len(stack.functions)

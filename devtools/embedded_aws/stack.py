@@ -78,6 +78,7 @@ class EmbeddedAws:
         visibility_timeout_override: int | None = None,
         start_pollers: bool = True,
         function_log: Path | None = None,
+        secret_values: Mapping[str, str] | None = None,
     ) -> DeployedStack:
         """Starts moto's server, creates every resource of the template, starts the SQS pollers.
 
@@ -85,7 +86,8 @@ class EmbeddedAws:
         VisibilityTimeout (seconds) so a failed message comes back quickly. `extra_environment` is added to
         every function's environment (and wins over the template's values), e.g. GATEWAY_TOKEN.
         `function_log`: a file the function processes' output (their logs) is appended to, instead of this
-        process's stdout and stderr.
+        process's stdout and stderr. `secret_values`: the value to put in each of these secrets (by logical
+        id) once deployed, before any function runs, as an operator does after the first deploy.
         """
         with cls._active_lock:
             if cls._active is not None:
@@ -102,6 +104,7 @@ class EmbeddedAws:
                 visibility_timeout_override,
                 start_pollers,
                 function_log,
+                secret_values or {},
             )
         except BaseException:
             stack.close()
@@ -150,6 +153,7 @@ class DeployedStack:
         visibility_timeout_override: int | None,
         start_pollers: bool,
         function_log: Path | None,
+        secret_values: Mapping[str, str],
     ) -> None:
         self._cleanup.callback(EmbeddedAws._release, self)
         parameter_values = self.template.parameter_values(parameters)
@@ -196,6 +200,10 @@ class DeployedStack:
             if resolver.is_output_included(name)
         }
         self.roles.put_policies(resolver)
+        for logical_id, value in secret_values.items():
+            self.client("secretsmanager").put_secret_value(
+                SecretId=self.physical_id(logical_id), SecretString=value
+            )
         role_sessions: dict[str, Credentials] = {}
 
         def role_credentials(role_arn: str) -> dict[str, Any]:
