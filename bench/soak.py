@@ -292,12 +292,13 @@ def gateway_figures(emulator: GatewayEmulator) -> dict[str, Any]:
     }
 
 
-def deploy(emulator: GatewayEmulator) -> DeployedStack:
+def deploy(emulator: GatewayEmulator, function_log: Path | None = None) -> DeployedStack:
     return EmbeddedAws.deploy(
         ROOT / "template.yaml",
         parameters={**PARAMETERS, "GatewayBaseUrl": emulator.base_url},
         extra_environment={"GATEWAY_TOKEN": TOKEN},
         visibility_timeout_override=VISIBILITY_TIMEOUT,
+        function_log=function_log,
     )
 
 
@@ -322,7 +323,8 @@ def run_soak(
 ) -> dict[str, Any]:
     """Sends `total` requests, waits until the stack is idle and returns the account (see the module doc).
 
-    `handler_output` receives the handlers' stdout (Powertools logs and EMF metrics); None leaves it alone.
+    `handler_output` receives the handlers' stdout (Powertools logs and EMF metrics; a file's are appended by
+    the function processes themselves); None leaves it alone.
     """
     plan = make_plan(total, seed, invalid_rate)
     config = EmulatorConfig(
@@ -333,7 +335,8 @@ def run_soak(
         **dict.fromkeys(FAULT_KINDS, fault_rate / len(FAULT_KINDS)),
     )
     with GatewayEmulator(config) as emulator:
-        stack = deploy(emulator)
+        log_name = getattr(handler_output, "name", None)
+        stack = deploy(emulator, Path(log_name) if isinstance(log_name, str) else None)
         try:
             pipeline = Pipeline(stack, emulator)
             for key, sample in ATTACHMENTS.items():

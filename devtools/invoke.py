@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from urllib.parse import unquote_plus, urlsplit
 
 import httpx
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ParamValidationError
 
 from devtools.embedded_aws import DeployedStack, LambdaRuntimeError, Template
 from devtools.embedded_aws.sqs_poller import lambda_sqs_event
@@ -137,18 +137,23 @@ def objects_named(event: Any) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if not isinstance(event, dict):
         return found
-    for record in event.get("Records") or []:
+    records = event.get("Records")
+    for record in records if isinstance(records, list) else []:
         if not isinstance(record, dict):
             continue
         if "s3" in record:
-            s3 = record["s3"]
-            found.append((s3["bucket"]["name"], unquote_plus(s3["object"]["key"])))
+            s3 = record["s3"] if isinstance(record["s3"], dict) else {}
+            bucket = (s3.get("bucket") or {}).get("name") if isinstance(s3.get("bucket"), dict) else None
+            key = (s3.get("object") or {}).get("key") if isinstance(s3.get("object"), dict) else None
+            if isinstance(bucket, str) and bucket and isinstance(key, str) and key:
+                found.append((bucket, unquote_plus(key)))
         elif isinstance(record.get("body"), str):
             try:
                 found.extend(objects_named(json.loads(record["body"])))
             except json.JSONDecodeError:
                 continue  # a malformed message names nothing
-    for attachment in event.get("attachments") or []:
+    attachments = event.get("attachments")
+    for attachment in attachments if isinstance(attachments, list) else []:
         uri = attachment.get("uri", "") if isinstance(attachment, dict) else ""
         if uri.startswith("s3://"):
             bucket, _, key = uri[5:].partition("/")
@@ -160,16 +165,40 @@ def seed_objects(stack: DeployedStack, event: Any, object_path: Path | None, not
     s3 = stack.client("s3")
     for bucket, key in dict.fromkeys(objects_named(event)):
         source = object_path or SAMPLES / PurePosixPath(key).name
-        if not source.is_file():
+        if not _is_file(source):
             notes.append(f"not seeded: s3://{bucket}/{key} (no {source}; pass OBJECT=path)")
             continue
         try:
-            s3.head_bucket(Bucket=bucket)
-        except ClientError:
-            s3.create_bucket(Bucket=bucket)
-            notes.append(f"created bucket {bucket}")
-        s3.put_object(Bucket=bucket, Key=key, Body=source.read_bytes())
+            _create_bucket_if_missing(s3, bucket, notes)
+            s3.put_object(Bucket=bucket, Key=key, Body=source.read_bytes())
+        except (ClientError, ParamValidationError) as refused:
+            # S3 would refuse it too (an invalid bucket name, a key over 1,024 bytes): the handler meets
+            # what it would meet in AWS.
+            notes.append(f"not seeded: s3://{bucket}/{key[:80]} ({_refusal(refused)})")
+            continue
         notes.append(f"seeded s3://{bucket}/{key} from {display_path(source)}")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name no file system takes (too long, say): no sample has it
+        return False
+
+
+def _create_bucket_if_missing(s3: Any, bucket: str, notes: list[str]) -> None:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        s3.create_bucket(Bucket=bucket)
+        notes.append(f"created bucket {bucket}")
+
+
+def _refusal(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        problem = error.response.get("Error", {})
+        return f"S3 refused it: {problem.get('Code')}: {problem.get('Message')}"
+    return f"S3 would refuse it: {error}"
 
 
 # --- events that need a real execution or record first ----------------------------------------------------------
@@ -326,15 +355,22 @@ def invoke(
         with (
             function_output_to(log or sys.stderr, SERVICE_NAME),
             quiet_step_functions_interpreter(),
-            deploy(gateway, extra_environment=overrides, start_pollers=False) as stack,
+            # The function processes' logs go to stderr, as sam shows them.
+            deploy(
+                gateway, extra_environment=overrides, start_pollers=False, function_log=Path("/dev/stderr")
+            ) as stack,
         ):
             seed_objects(stack, event, object_path, report.notes)
-            if function == "PollExecutionFunction" and isinstance(_get(event, "execution"), dict):
-                report.event = prepare_poll(event, _effective(gateway, overrides), report.notes)
-            elif function == "FinishRequestFunction" and isinstance(_get(event, "requestId"), str):
-                report.event = prepare_finish(stack, event, report.notes)
-            elif function in ("PollExecutionFunction", "FinishRequestFunction"):
-                report.notes.append("not prepared: the event is not shaped like events/ has it")
+            try:
+                if function == "PollExecutionFunction" and _preparable_poll(event):
+                    report.event = prepare_poll(event, _effective(gateway, overrides), report.notes)
+                elif function == "FinishRequestFunction" and _preparable_finish(event):
+                    report.event = prepare_finish(stack, event, report.notes)
+                elif function in ("PollExecutionFunction", "FinishRequestFunction"):
+                    report.notes.append("not prepared: the event is not shaped like events/ has it")
+            except InvokeError as unprepared:
+                # The handler still runs, on the event as given: what it does with it is the point.
+                report.notes.append(f"not prepared: {unprepared}")
             pipeline = LocalPipeline(stack, emulator)
             before = {r["requestId"]: r for r in pipeline.records()}
             invoked_before = len(stack.invocations.for_function(function))
@@ -357,6 +393,24 @@ def invoke(
 
 def _get(event: Any, key: str) -> Any:
     return event.get(key) if isinstance(event, dict) else None
+
+
+def _preparable_poll(event: Any) -> bool:
+    """Shaped like events/poll_execution.json: an execution to replace with a real one."""
+    return isinstance(_get(event, "execution"), dict)
+
+
+def _preparable_finish(event: Any) -> bool:
+    """Shaped like events/finish_request.json: a request id, and executions as objects if any."""
+    executions = _get(event, "executions")
+    return (
+        isinstance(_get(event, "requestId"), str)
+        and bool(_get(event, "requestId"))
+        and (
+            executions is None
+            or (isinstance(executions, list) and all(isinstance(e, dict) for e in executions))
+        )
+    )
 
 
 def _effective(gateway: GatewayTarget, overrides: Mapping[str, str]) -> GatewayTarget:

@@ -93,8 +93,12 @@ class GatewayTarget:
         return parameters
 
     def environment(self) -> dict[str, str]:
-        """Locally the token comes from GATEWAY_TOKEN instead of the Secrets Manager secret."""
+        """For a function run without the stack's secret: the token in GATEWAY_TOKEN."""
         return {"GATEWAY_TOKEN": self.token}
+
+    def secret_values(self) -> dict[str, str]:
+        """The token in the stack's own secret, which the functions read (through IAM) as in AWS."""
+        return {"GatewayTokenSecret": self.token}
 
 
 def image_request_message(request_id: str) -> dict[str, Any]:
@@ -153,15 +157,19 @@ def deploy(
     parameters: Mapping[str, str] | None = None,
     extra_environment: Mapping[str, str] | None = None,
     start_pollers: bool = True,
+    function_log: Path | None = None,
 ) -> DeployedStack:
-    """template.yaml as stack `quant-ai-local`, wired to `gateway`, with local timings."""
+    """template.yaml as stack `quant-ai-local`, wired to `gateway`, with local timings; the function
+    processes' output goes to `function_log` when given."""
     return EmbeddedAws.deploy(
         TEMPLATE,
         parameters={**LOCAL_PARAMETERS, **gateway.parameters(), **(parameters or {})},
-        extra_environment={**gateway.environment(), **(extra_environment or {})},
+        extra_environment=extra_environment,
+        secret_values=gateway.secret_values(),
         stack_name=STACK_NAME,
         visibility_timeout_override=LOCAL_VISIBILITY_TIMEOUT,
         start_pollers=start_pollers,
+        function_log=function_log,
     )
 
 

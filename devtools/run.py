@@ -263,12 +263,14 @@ def run_job(
     _clear_outputs(out_dir)
     log_path = out_dir / LOG_NAME
     print(f"deploying template.yaml as stack {STACK_NAME} into the embedded AWS (moto)...", file=stream)
-    # Until the stack is closed, so that what its handlers still log on the way out goes there too.
+    # Until the stack is closed, so that what its handlers still log on the way out goes there too. Appended
+    # to, as the function processes append to it: a write at this file object's own offset would overwrite.
+    log_path.write_text("", encoding="utf-8")
     with (
-        log_path.open("w", encoding="utf-8") as log,
+        log_path.open("a", encoding="utf-8") as log,
         function_output_to(log, SERVICE_NAME),
         quiet_step_functions_interpreter(),
-        deploy(gateway) as stack,
+        deploy(gateway, function_log=log_path) as stack,
     ):
         pipeline = LocalPipeline(stack, emulator)
         print(

@@ -1,14 +1,12 @@
 """The embedded AWS (devtools/embedded_aws): template resolution, resources in moto, Lambda-like SQS polling,
-Step Functions running the real ASL with in-process handlers."""
+Step Functions running the real ASL with the functions (or stand-ins in this process)."""
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import os
 import re
-import sys
 import textwrap
 import threading
 import time
@@ -22,7 +20,6 @@ from moto.stepfunctions.parser.backend.execution import Execution
 
 from devtools.embedded_aws import (
     EmbeddedAws,
-    EnvironmentConflictError,
     LambdaRuntimeError,
     Template,
     TemplateError,
@@ -399,7 +396,7 @@ def check_function(stack, resource):
         assert (
             isinstance(value, str) and "${" not in value and "Fn::" not in value and "'Ref'" not in value
         ), name
-        assert stack.environment[name] == value
+        assert stack.function_environments[resource.logical_id][name] == value
     assert (function.code_dir / function.handler.rsplit(".", 2)[0]).is_dir()
     for event_name, event in properties.get("Events", {}).items():
         source = function.events[event_name]
@@ -504,12 +501,15 @@ def test_every_resource_of_template_yaml_exists_in_moto_with_the_templates_setti
     assert redrive == {"deadLetterTargetArn": stack.attribute("RequestDLQ", "Arn"), "maxReceiveCount": 3}
     bucket = stack.physical_id("UploadsBucket")
     assert bucket == "quant-ai-local-uploads-123456789012-us-east-1"
-    assert stack.environment["GATEWAY_ORGANISATION"] == "acme"
-    assert stack.environment["RESULTS_TABLE"] == stack.physical_id("ResultsTable")
-    assert stack.environment["GATEWAY_TOKEN_SECRET_ARN"] == stack.physical_id("GatewayTokenSecret")
-    assert stack.environment["POLLER_STATE_MACHINE_ARN"] == stack.physical_id("ToolExecutionPoller")
-    assert stack.environment["RETRY_BASE_DELAY_SECONDS"] == "0"
-    assert os.environ["RESULTS_BUCKET"] == bucket
+    environment = stack.function_environments["S3UploadFunction"]
+    assert environment["GATEWAY_ORGANISATION"] == "acme"
+    assert environment["RESULTS_TABLE"] == stack.physical_id("ResultsTable")
+    assert environment["GATEWAY_TOKEN_SECRET_ARN"] == stack.physical_id("GatewayTokenSecret")
+    assert environment["POLLER_STATE_MACHINE_ARN"] == stack.physical_id("ToolExecutionPoller")
+    assert environment["RETRY_BASE_DELAY_SECONDS"] == "0"
+    assert environment["RESULTS_BUCKET"] == bucket
+    # The functions' variables are theirs: this process only got the endpoint and the deployer's keys.
+    assert "RESULTS_BUCKET" not in os.environ and os.environ["AWS_ENDPOINT_URL"] == stack.endpoint
     assert stack.physical_id("S3UploadLogGroup") == f"/aws/lambda/{stack.physical_id('S3UploadFunction')}"
     assert stack.outputs["UploadsBucketName"] == bucket
     assert stack.outputs["RequestQueueUrl"] == stack.physical_id("RequestQueue")
@@ -536,7 +536,8 @@ def test_an_existing_token_secret_replaces_the_stacks_own(deploy_stack):
     existing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:gateway-token-AbCdEf"
     stack = deploy_stack({"GatewayTokenSecretArn": existing}, start_pollers=False)
     assert "GatewayTokenSecret" not in stack.resources
-    assert stack.environment["GATEWAY_TOKEN_SECRET_ARN"] == stack.outputs["GatewayTokenSecretArn"] == existing
+    environment = stack.function_environments["SqsRequestFunction"]
+    assert environment["GATEWAY_TOKEN_SECRET_ARN"] == stack.outputs["GatewayTokenSecretArn"] == existing
 
 
 # --- the real poller ASL, with stand-in handlers ------------------------------------------------------------------
@@ -674,8 +675,9 @@ def test_partial_batch_failure_deletes_only_successes_and_the_failure_reaches_th
         receives.append((started, time.monotonic(), {message["MessageId"] for message in messages}))
         return messages
 
-    stack = deploy_stack(template=FAKE_TEMPLATE)
+    # Patched before the pollers start: a receive already under way when the patch began would go unrecorded.
     with mock.patch.object(SqsPoller, "_receive", timed_receive):
+        stack = deploy_stack(template=FAKE_TEMPLATE)
         ok_one, failing, ok_two = send(stack, {"id": 1}, {"id": 2, "action": "fail"}, {"id": 3})
         stack.drain(timeout=20)
 
@@ -954,11 +956,12 @@ def test_invoke_runs_the_handler_with_the_stacks_environment_and_a_lambda_contex
     assert result["memory_limit_in_mb"] == "256"
     assert 6000 < result["remaining_ms"] <= 7000  # the function's Timeout is 7 s
     assert result["price"] == 1.5  # Decimal marshalled as a number, as Lambda's runtime does
-    assert stack.environment["WORK_QUEUE_URL"] == stack.physical_id("WorkQueue")
+    assert stack.function_environments["EchoFunction"]["WORK_QUEUE_URL"] == stack.physical_id("WorkQueue")
 
     overridden = stack.invoke("EchoFunction", {}, environment_overrides={"GREETING": "hey"})
-    assert overridden["greeting"] == "hey" and os.environ["GREETING"] == "ahoy"
-    assert [i.trigger for i in stack.invocations.for_function("EchoFunction")] == ["invoke", "invoke"]
+    assert overridden["greeting"] == "hey" and "GREETING" not in os.environ
+    assert stack.invoke("EchoFunction", {})["greeting"] == "ahoy"  # the override was that invocation's only
+    assert [i.trigger for i in stack.invocations.for_function("EchoFunction")] == ["invoke"] * 3
 
 
 def test_invoke_reraises_the_handlers_exception_and_reports_runtime_errors(deploy_stack):
@@ -1004,48 +1007,3 @@ def test_runtime_failures_look_like_lambdas_import_error_and_timeout(deploy_stac
     stack.replace_handler("Sleepy", lambda event, context: time.sleep(1.1))
     with pytest.raises(LambdaRuntimeError, match=r"Sandbox\.Timedout: .*Task timed out after 1\.00 seconds"):
         stack.invoke("Sleepy", {})
-
-
-def test_each_deploy_starts_cold_and_close_restores_the_process(deploy_stack, monkeypatch):
-    monkeypatch.setenv("GREETING", "from-the-shell")
-    monkeypatch.setenv("AWS_PROFILE", "someone-real")
-    first = deploy_stack(template=FAKE_TEMPLATE)
-    first.invoke("EchoFunction", {})
-    first_echo = sys.modules["fake_handlers.echo"]
-    assert os.environ["GREETING"] == "hello" and "AWS_PROFILE" not in os.environ
-    assert str(FAKE_CODE) in sys.path
-    with pytest.raises(RuntimeError, match="still deployed"):
-        EmbeddedAws.deploy(FAKE_TEMPLATE)
-    first.close()
-    assert os.environ["GREETING"] == "from-the-shell" and os.environ["AWS_PROFILE"] == "someone-real"
-    assert str(FAKE_CODE) not in sys.path and "fake_handlers.echo" not in sys.modules
-    with pytest.raises(RuntimeError, match="is closed"):
-        first.client("s3")
-
-    # The process's own import of the code survives a stack: the stack imports its own copy.
-    monkeypatch.syspath_prepend(str(FAKE_CODE))
-    own_echo = importlib.import_module("fake_handlers.echo")
-    second = deploy_stack(template=FAKE_TEMPLATE)
-    assert "fake_handlers.echo" not in sys.modules
-    second.invoke("EchoFunction", {})
-    assert sys.modules["fake_handlers.echo"] not in (own_echo, first_echo)
-    second.close()
-    assert sys.modules["fake_handlers.echo"] is own_echo
-    for name in [name for name in sys.modules if name.startswith("fake_handlers")]:
-        monkeypatch.delitem(sys.modules, name)
-
-
-def test_functions_that_disagree_on_a_variable_fail_the_deploy(tmp_path):
-    template = tmp_path / "template.yaml"
-    function = "Type: AWS::Serverless::Function\n    Properties: {{Runtime: python3.13, CodeUri: {code}, " + (
-        "Handler: fake_handlers.echo.lambda_handler, Environment: {{Variables: {{MODE: {mode}}}}}}}"
-    )
-    template.write_text(
-        "Resources:\n"
-        f"  One:\n    {function.format(code=FAKE_CODE, mode='fast')}\n"
-        f"  Two:\n    {function.format(code=FAKE_CODE, mode='slow')}\n"
-    )
-    environment_before = dict(os.environ)
-    with pytest.raises(EnvironmentConflictError, match="One sets MODE='fast' but Two sets MODE='slow'"):
-        EmbeddedAws.deploy(template)
-    assert dict(os.environ) == environment_before

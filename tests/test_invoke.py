@@ -135,12 +135,17 @@ def test_env_json_overrides_like_sam_and_its_local_gateway_url_gets_the_emulator
 def test_object_replaces_the_sample_and_other_buckets_are_created(tmp_path):
     text = tmp_path / "memo.txt"
     text.write_text("Quarterly memo: all good.\n")
+    report = run_invoke("S3UploadFunction", event("s3_put.json"), object_path=text, environ={})
+    [record] = report.records
+    assert record["status"] == "COMPLETED" and "Quarterly memo: all good." in record["content"]
+
     s3_event = event("s3_put.json")
     s3_event["Records"][0]["s3"]["bucket"]["name"] = "someone-elses-bucket"
     report = run_invoke("S3UploadFunction", s3_event, object_path=text, environ={})
-    [record] = report.records
-    assert record["status"] == "COMPLETED" and "Quarterly memo: all good." in record["content"]
     assert "created bucket someone-elses-bucket" in report.notes
+    # The function's role reads only the stack's bucket (S3ReadPolicy), so S3 refuses it, as AWS would.
+    [record] = report.records
+    assert record["status"] == "FAILED" and "S3 says 403" in record["error"]["message"], record
 
 
 def test_a_handler_exception_is_reported_as_lambda_error_and_exits_1(tmp_path, capsys):
@@ -149,7 +154,8 @@ def test_a_handler_exception_is_reported_as_lambda_error_and_exits_1(tmp_path, c
     assert invoke.main(["PollExecutionFunction", str(empty)]) == 1
     output = capsys.readouterr().out
     assert output.startswith("gateway: local emulator")
-    assert '"errorType": "KeyError"' in output and "not prepared" in output
+    assert '"errorType": "InvalidEventError"' in output and "not prepared" in output
+    assert "PollExecutionFunction takes the poller's state" in output
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):
@@ -181,3 +187,52 @@ def test_environment_overrides_take_declared_names_only():
         {},
         ["POLLER_STATE_MACHINE_ARN"],
     )
+
+
+S3_EVENT = event("s3_put.json")
+
+
+@pytest.mark.parametrize(
+    ("function", "given", "expected"),
+    [
+        ("SqsRequestFunction", S3_EVENT, "SqsRequestFunction takes an SQS event"),
+        ("PollExecutionFunction", S3_EVENT, "PollExecutionFunction takes the poller's state"),
+        ("PollExecutionFunction", {"execution": {}}, "PollExecutionFunction takes the poller's state"),
+        (
+            "FinishRequestFunction",
+            {"requestId": "r", "executions": "all"},
+            "FinishRequestFunction takes {'requestId'",
+        ),
+        ("S3UploadFunction", [1, 2], "S3UploadFunction takes an SQS event {'Records'"),
+    ],
+    ids=["s3-to-queue", "s3-to-poll", "empty-execution-to-poll", "executions-not-a-list", "a-list"],
+)
+def test_an_event_a_function_does_not_take_fails_naming_what_it_expected(function, given, expected):
+    report = run_invoke(function, given, environ={})
+    assert report.error is not None, report.result
+    assert report.error["errorType"] == "InvalidEventError"
+    assert report.error["errorMessage"].startswith(expected), report.error["errorMessage"]
+    assert report.records == []
+
+
+def test_odd_events_still_run_the_handler_and_are_reported(tmp_path):
+    """Whatever the event, make invoke runs the handler and shows what it did; it never crashes first."""
+    odd_s3 = event("s3_put.json")
+    odd_s3["Records"][0]["s3"]["object"]["key"] = "incoming/" + "k" * 1100  # over S3's key limit
+    odd_s3["Records"].append({"s3": "not an object"})
+    content = tmp_path / "content.txt"
+    content.write_text("text")
+    report = run_invoke("S3UploadFunction", odd_s3, object_path=content, environ={})
+    assert any(note.startswith("not seeded:") and "KeyTooLongError" in note for note in report.notes)
+    assert report.error is not None or report.result is not None
+
+    for function, given in [
+        ("FinishRequestFunction", {"requestId": ""}),
+        ("PollExecutionFunction", "just a string"),
+        ("SqsRequestFunction", {"Records": "none"}),
+    ]:
+        report = run_invoke(function, given, environ={})
+        assert report.error is not None and report.error["errorType"] == "InvalidEventError", (
+            function,
+            report,
+        )

@@ -28,7 +28,9 @@ def saved(out: Path, folder: str, name: str) -> dict:
 
 
 @pytest.mark.slow
-def test_make_run_on_the_samples_completes_every_request(tmp_path, capsys):
+def test_make_run_on_the_samples_completes_every_request(tmp_path, capsys, monkeypatch):
+    # The table fits the terminal; under pytest-xdist the terminal is another process's.
+    monkeypatch.setenv("COLUMNS", "140")
     status = run.main(["--out", str(tmp_path)], environ={})
     output = capsys.readouterr().out
     assert status == 0, output

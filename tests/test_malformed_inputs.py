@@ -12,7 +12,6 @@ is a queued request). Cases that show a bug in src/ are xfail(strict=True), the 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -384,25 +383,23 @@ class World:
         return record and record["status"]
 
 
-class LogLines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+def function_log_messages(path: Path, logger_name: str) -> list[str]:
+    """The messages one logger wrote in the functions' log (JSON lines from their processes)."""
+    messages = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a traceback's lines, say
+        if isinstance(entry, dict) and entry.get("name", logger_name) == logger_name and "message" in entry:
+            messages.append(str(entry["message"]))
+    return messages
 
 
 @pytest.fixture(scope="class")
-def log_lines() -> Iterator[list[str]]:
-    """INFO lines of shared.uploads (where skipped events are logged), from every thread."""
-    logger = logging.getLogger("shared.uploads")
-    handler, level = LogLines(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield handler.lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+def function_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the function processes write their logs (shared.uploads logs the skipped events)."""
+    return tmp_path_factory.mktemp("functions") / "functions.log"
 
 
 @pytest.fixture(scope="class")
@@ -414,12 +411,15 @@ def class_emulator() -> Iterator[GatewayEmulator]:
     )
 
 
-def deploy(emulator: GatewayEmulator, visibility_timeout: int, **parameters: str) -> DeployedStack:
+def deploy(
+    emulator: GatewayEmulator, visibility_timeout: int, function_log: Path | None = None, **parameters: str
+) -> DeployedStack:
     return EmbeddedAws.deploy(
         ROOT / "template.yaml",
         parameters={**PARAMETERS, "GatewayBaseUrl": emulator.base_url, **parameters},
         extra_environment={"GATEWAY_TOKEN": TOKEN},
         visibility_timeout_override=visibility_timeout,
+        function_log=function_log,
     )
 
 
@@ -492,8 +492,8 @@ def find_upload_message_ids(stack: DeployedStack, sent: dict[str, Sent]) -> None
 
 
 @pytest.fixture(scope="class")
-def world(class_emulator: GatewayEmulator, log_lines: list[str]) -> Iterator[World]:
-    stack = deploy(class_emulator, visibility_timeout=VISIBILITY_TIMEOUT)
+def world(class_emulator: GatewayEmulator, function_log: Path) -> Iterator[World]:
+    stack = deploy(class_emulator, visibility_timeout=VISIBILITY_TIMEOUT, function_log=function_log)
     try:
         pipeline = Pipeline(stack, class_emulator)
         pipeline.upload("attachments/diagram.png", (SAMPLES / "diagram.png").read_bytes())
@@ -504,7 +504,7 @@ def world(class_emulator: GatewayEmulator, log_lines: list[str]) -> Iterator[Wor
         sent |= {case.name: send_upload(pipeline, case) for case in UPLOAD_CASES}
         pipeline.drain(timeout=180)
         find_upload_message_ids(stack, sent)
-        yield World(pipeline, sent, pipeline.records(), log_lines)
+        yield World(pipeline, sent, pipeline.records(), function_log_messages(function_log, "shared.uploads"))
     finally:
         stack.close()
 

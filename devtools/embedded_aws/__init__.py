@@ -1,15 +1,15 @@
-"""An embedded AWS for development and tests: deploys template.yaml into moto and runs the handlers in-process.
+"""An embedded AWS for development and tests: deploys template.yaml into moto (served on loopback, IAM
+enforced) and runs each function in processes of its own, under its own role, timeout and memory size.
 
 with EmbeddedAws.deploy("template.yaml", parameters={"GatewayOrganisation": "acme"}) as stack:
     stack.client("s3").put_object(Bucket=stack.physical_id("UploadsBucket"), Key="incoming/a.txt", Body=b"hi")
     stack.drain()
 """
 
-from devtools.embedded_aws.environment import EnvironmentConflictError
 from devtools.embedded_aws.lambda_runtime import (
+    FunctionError,
     Invocation,
     InvocationLog,
-    LambdaContext,
     LambdaError,
     LambdaRuntimeError,
 )
@@ -23,11 +23,10 @@ __all__ = [
     "DeployedResource",
     "DeployedStack",
     "EmbeddedAws",
-    "EnvironmentConflictError",
+    "FunctionError",
     "FunctionInfo",
     "Invocation",
     "InvocationLog",
-    "LambdaContext",
     "LambdaError",
     "LambdaRuntimeError",
     "SqsEventSource",

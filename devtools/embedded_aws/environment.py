@@ -1,47 +1,44 @@
-"""The process environment the in-process handlers read their configuration from.
+"""Environments: what a function's process is given, and this process's own while a stack is deployed.
 
-All functions run in this one process, so `os.environ` holds the union of their environments; two functions
-giving one variable different values cannot both be honoured and fail the deploy instead.
+A function's process gets what Lambda's runtime sets (region, function name, memory size, task root...),
+its role's credentials, the endpoint of the embedded AWS, and the template's variables for that function
+alone. This process becomes the deploying identity on the same endpoint for as long as the stack is
+deployed, and gets its environment back on close.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
-from devtools.embedded_aws.template import TemplateError
+from devtools.embedded_aws.serverless import FunctionInfo
 
-# Credentials moto accepts; they also keep boto3 from looking for real ones.
-FAKE_AWS_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-}
-# A profile or a custom endpoint would send boto3 past moto (or to a real account); unset while deployed.
-UNSET_WHILE_DEPLOYED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL")
+# A profile would send boto3 to other credentials; unset while deployed (the deployer's keys are set instead).
+UNSET_WHILE_DEPLOYED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+# What a Python function sees on Lambda besides its own variables (the rest of Lambda's list is about its
+# runtime API, which these processes do not use).
+LAMBDA_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-class EnvironmentConflictError(TemplateError):
-    pass
-
-
-def merge_function_environments(environments: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
-    """The union of every function's variables (by logical id); raises if two disagree on a value."""
-    merged: dict[str, str] = {}
-    set_by: dict[str, str] = {}
-    for function, variables in environments.items():
-        for name, value in variables.items():
-            if name in merged and merged[name] != value:
-                raise EnvironmentConflictError(
-                    f"{set_by[name]} sets {name}={merged[name]!r} but {function} sets {name}={value!r}; functions run"
-                    " in one process here, so they must agree"
-                )
-            merged[name] = value
-            set_by.setdefault(name, function)
-    return merged
+def function_process_environment(function: FunctionInfo, region: str, endpoint: str) -> dict[str, str]:
+    """Lambda's reserved variables for the function, and AWS_ENDPOINT_URL pointing at the embedded AWS."""
+    return {
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{function.runtime}",
+        "AWS_LAMBDA_FUNCTION_NAME": function.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory),
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_LAMBDA_LOG_GROUP_NAME": function.log_group,
+        "LAMBDA_TASK_ROOT": str(function.code_dir),
+        "_HANDLER": function.handler,
+        "LANG": "en_US.UTF-8",
+        "TZ": ":UTC",
+        "PATH": LAMBDA_PATH,
+    }
 
 
 class ProcessEnvironment:
@@ -63,20 +60,6 @@ class ProcessEnvironment:
             for name, value in self._originals.items():
                 _set(name, value)
             self._originals.clear()
-
-    @contextmanager
-    def overridden(self, values: Mapping[str, str | None]) -> Iterator[None]:
-        """Temporarily sets variables (process-wide: handlers running on other threads see them too)."""
-        with self._lock:
-            previous = {name: os.environ.get(name) for name in values}
-            for name, value in values.items():
-                _set(name, value)
-        try:
-            yield
-        finally:
-            with self._lock:
-                for name, value in previous.items():
-                    _set(name, value)
 
 
 def _set(name: str, value: str | None) -> None:

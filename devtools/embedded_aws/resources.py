@@ -45,6 +45,8 @@ class DeployContext:
     partition: str
     template_dir: Path
     client: Callable[[str], Any]
+    # The role SAM generates for a function or state machine (by its logical id), created on first use.
+    role_arn: Callable[[str], str]
     # Tests and local runs only: replaces every queue's VisibilityTimeout so failed messages come back in
     # seconds instead of the template's minutes. None keeps the template's values.
     visibility_timeout_override: int | None = None
@@ -65,25 +67,6 @@ class DeployContext:
         region = self.region if region is None else region
         account = self.account_id if account is None else account
         return f"arn:{self.partition}:{service}:{region}:{account}:{resource}"
-
-    def service_role_arn(self, service: str) -> str:
-        """One role per service principal: moto's Lambda and Step Functions need a role that exists."""
-        if service not in self._service_roles:
-            trust = {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": f"{service}.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-            role = self.client("iam").create_role(
-                RoleName=f"{self.stack_name}-{service}-role"[:64], AssumeRolePolicyDocument=json.dumps(trust)
-            )
-            self._service_roles[service] = role["Role"]["Arn"]
-        return self._service_roles[service]
 
 
 class ResourceType:

@@ -76,6 +76,7 @@ class FunctionInfo:
     environment: dict[str, str]
     events: dict[str, SqsEventSource] = field(default_factory=dict)
     log_group: str = ""
+    role_arn: str = ""
 
 
 class ServerlessFunction(ResourceType):
@@ -95,20 +96,17 @@ class ServerlessFunction(ResourceType):
             "LoggingConfig",
             "Tracing",
             "Tags",
+            "Policies",  # through the role SAM generates (devtools.embedded_aws.roles)
         }
     )
-    ignored = {
-        "Policies": "moto does not enforce IAM",
-        "Role": "moto does not enforce IAM",
-        "PermissionsBoundary": "moto does not enforce IAM",
-    }
+    ignored = {"PermissionsBoundary": "moto does not enforce permissions boundaries"}
     required = frozenset({"Handler", "Runtime", "CodeUri"})
 
     def create(self, context: DeployContext, logical_id: str, properties: dict[str, Any]) -> CreatedResource:
         runtime = properties["Runtime"]
         if not runtime.startswith("python"):
             raise UnsupportedPropertyError(
-                f"{logical_id}: Runtime {runtime}: only Python handlers run in-process"
+                f"{logical_id}: Runtime {runtime}: only Python handlers run in the embedded AWS"
             )
         code_dir = _code_dir(context, logical_id, properties["CodeUri"])
         environment = _environment(logical_id, properties.get("Environment", {}))
@@ -117,9 +115,9 @@ class ServerlessFunction(ResourceType):
         request: dict[str, Any] = {
             "FunctionName": name,
             "Runtime": runtime,
-            "Role": context.service_role_arn("lambda"),
+            "Role": context.role_arn(logical_id),
             "Handler": properties["Handler"],
-            "Code": {"ZipFile": _placeholder_zip()},  # the code runs in-process, not from this package
+            "Code": {"ZipFile": _placeholder_zip()},  # the code runs from CodeUri, not from this package
             "Timeout": timeout,
             "MemorySize": properties.get("MemorySize", DEFAULT_MEMORY_MB),
             "Environment": {"Variables": environment},
@@ -149,6 +147,7 @@ class ServerlessFunction(ResourceType):
             environment=environment,
             events=events,
             log_group=log_group,
+            role_arn=request["Role"],
         )
         return CreatedResource(name, {"Arn": arn})
 
@@ -173,7 +172,7 @@ def _environment(logical_id: str, environment: dict[str, Any]) -> dict[str, str]
 def _placeholder_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("README.txt", "The embedded AWS runs this function's handler in-process.\n")
+        archive.writestr("README.txt", "The embedded AWS runs this function's handler from its CodeUri.\n")
     return buffer.getvalue()
 
 
@@ -250,13 +249,12 @@ class ServerlessStateMachine(ResourceType):
             "Tracing",
             "Logging",
             "Tags",
+            "Policies",  # through the role SAM generates (devtools.embedded_aws.roles)
         }
     )
     ignored = {
-        "Policies": "moto does not enforce IAM",
-        "Role": "moto does not enforce IAM",
-        "PermissionsBoundary": "moto does not enforce IAM",
-        "RolePath": "moto does not enforce IAM",
+        "PermissionsBoundary": "moto does not enforce permissions boundaries",
+        "RolePath": "a role's path does not change what it may do",
     }
 
     def create(self, context: DeployContext, logical_id: str, properties: dict[str, Any]) -> CreatedResource:
@@ -269,7 +267,7 @@ class ServerlessStateMachine(ResourceType):
         request: dict[str, Any] = {
             "name": name,
             "definition": definition,
-            "roleArn": context.service_role_arn("states"),
+            "roleArn": context.role_arn(logical_id),
             "type": properties.get("Type", "STANDARD"),
         }
         if "Logging" in properties:

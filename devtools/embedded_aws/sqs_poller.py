@@ -130,11 +130,20 @@ def messages_to_delete(
 
 class SqsPoller:
     def __init__(
-        self, source: SqsEventSource, runtime: FunctionRuntime, sqs_client: Any, region: str
+        self,
+        source: SqsEventSource,
+        runtime: FunctionRuntime,
+        sqs_client: Any,
+        region: str,
+        *,
+        counting_client: Any = None,
     ) -> None:
+        """`sqs_client` receives and deletes (with the function's role, as Lambda's poller does);
+        `counting_client` reads the queue's counts for drain() (by default the same)."""
         self.source = source
         self._runtime = runtime
         self._sqs = sqs_client
+        self._counting_sqs = counting_client or sqs_client
         self._region = region
         self._stop = threading.Event()
         # The workers of one queue take turns receiving, so one batch fills before the next starts, and
@@ -164,9 +173,9 @@ class SqsPoller:
         with self._receive_lock:
             return {
                 name.removeprefix("ApproximateNumberOf"): int(
-                    self._sqs.get_queue_attributes(QueueUrl=self.source.queue_url, AttributeNames=[name])[
-                        "Attributes"
-                    ][name]
+                    self._counting_sqs.get_queue_attributes(
+                        QueueUrl=self.source.queue_url, AttributeNames=[name]
+                    )["Attributes"][name]
                 )
                 for name in COUNT_ATTRIBUTES
             }

@@ -1,28 +1,26 @@
-"""Deploys a SAM template into moto and runs its functions in-process: an AWS account inside the test process."""
+"""Deploys a SAM template into moto served on loopback, and runs each function in processes of its own under
+its own role: an AWS account on this machine."""
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import boto3
 from botocore.exceptions import ClientError
-from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 
+from devtools.embedded_aws.aws_server import Credentials, LocalAwsServer
 from devtools.embedded_aws.catalog import resource_type_for
 from devtools.embedded_aws.environment import (
-    FAKE_AWS_CREDENTIALS,
     UNSET_WHILE_DEPLOYED,
     ProcessEnvironment,
-    merge_function_environments,
+    function_process_environment,
 )
 from devtools.embedded_aws.lambda_runtime import (
     FunctionRuntime,
@@ -31,8 +29,9 @@ from devtools.embedded_aws.lambda_runtime import (
     LambdaRuntimeError,
     MotoLambdaBridge,
 )
-from devtools.embedded_aws.moto_fixes import moto_fixes
+from devtools.embedded_aws.moto_fixes import moto_fixes, step_functions_as_their_role
 from devtools.embedded_aws.resources import CreatedResource, DeployContext
+from devtools.embedded_aws.roles import StackRoles, translate
 from devtools.embedded_aws.serverless import FunctionInfo
 from devtools.embedded_aws.sqs_poller import SqsPoller
 from devtools.embedded_aws.template import (
@@ -42,6 +41,7 @@ from devtools.embedded_aws.template import (
     TemplateError,
     creation_order,
 )
+from devtools.function_worker import FunctionSpec
 
 logger = logging.getLogger("devtools.embedded_aws")
 
@@ -77,12 +77,17 @@ class EmbeddedAws:
         *,
         visibility_timeout_override: int | None = None,
         start_pollers: bool = True,
+        function_log: Path | None = None,
+        secret_values: Mapping[str, str] | None = None,
     ) -> DeployedStack:
-        """Starts moto, creates every resource of the template, starts the SQS pollers.
+        """Starts moto's server, creates every resource of the template, starts the SQS pollers.
 
         `visibility_timeout_override` is for tests and local runs only: it replaces every queue's
-        VisibilityTimeout (seconds) so a failed message comes back quickly. `extra_environment` is added to the
-        handlers' environment (and wins over the template's values), e.g. GATEWAY_TOKEN.
+        VisibilityTimeout (seconds) so a failed message comes back quickly. `extra_environment` is added to
+        every function's environment (and wins over the template's values), e.g. GATEWAY_TOKEN.
+        `function_log`: a file the function processes' output (their logs) is appended to, instead of this
+        process's stdout and stderr. `secret_values`: the value to put in each of these secrets (by logical
+        id) once deployed, before any function runs, as an operator does after the first deploy.
         """
         with cls._active_lock:
             if cls._active is not None:
@@ -94,7 +99,12 @@ class EmbeddedAws:
             cls._active = stack
         try:
             stack._deploy(
-                parameters or {}, extra_environment or {}, visibility_timeout_override, start_pollers
+                parameters or {},
+                extra_environment or {},
+                visibility_timeout_override,
+                start_pollers,
+                function_log,
+                secret_values or {},
             )
         except BaseException:
             stack.close()
@@ -109,7 +119,7 @@ class EmbeddedAws:
 
 
 class DeployedStack:
-    """A deployed template: its resources in moto, its functions' handlers in this process."""
+    """A deployed template: its resources in moto (served at `endpoint`), its functions in their processes."""
 
     def __init__(self, template: Template, stack_name: str, region: str, account_id: str) -> None:
         self.template = template
@@ -118,12 +128,16 @@ class DeployedStack:
         self.account_id = account_id
         self.resources: dict[str, DeployedResource] = {}
         self.outputs: dict[str, Any] = {}
-        self.environment: dict[str, str] = {}
+        self.environment: dict[str, str] = {}  # what extra_environment added to every function's
+        self.function_environments: dict[str, dict[str, str]] = {}  # each function's, as its process has it
         self.functions: dict[str, FunctionInfo] = {}
+        self.server = LocalAwsServer(region, account_id)
+        self.roles: StackRoles | None = None
+        self.function_credentials: dict[str, Credentials] = {}
         self.invocations = InvocationLog()
         self.pollers: list[SqsPoller] = []
         self._runtimes: dict[str, FunctionRuntime] = {}
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[tuple[str, str | None], Any] = {}
         self._clients_lock = threading.Lock()
         self._process_environment = ProcessEnvironment()
         self._cleanup = ExitStack()
@@ -138,6 +152,8 @@ class DeployedStack:
         extra_environment: Mapping[str, str],
         visibility_timeout_override: int | None,
         start_pollers: bool,
+        function_log: Path | None,
+        secret_values: Mapping[str, str],
     ) -> None:
         self._cleanup.callback(EmbeddedAws._release, self)
         parameter_values = self.template.parameter_values(parameters)
@@ -145,22 +161,27 @@ class DeployedStack:
         resolver = Resolver(self.template, parameter_values, pseudo, self.physical_id, self.attribute)
         order = self._creation_order(resolver)
 
-        aws = mock_aws(config={"stepfunctions": {"execute_state_machine": True}})
-        aws.start()
-        self._cleanup.callback(aws.stop)
+        self.server.start()
+        self._cleanup.callback(self.server.stop)
+        assert self.server.deployer is not None
+        # This process acts as the deployer; a profile would send boto3 elsewhere.
         self._cleanup.callback(self._process_environment.restore)
         self._process_environment.apply(
             {
-                **FAKE_AWS_CREDENTIALS,
+                **dict.fromkeys(UNSET_WHILE_DEPLOYED),
+                **self.server.deployer.environment(),
+                "AWS_ENDPOINT_URL": self.server.endpoint,
                 "AWS_DEFAULT_REGION": self.region,
                 "AWS_REGION": self.region,
-                **dict.fromkeys(UNSET_WHILE_DEPLOYED),
             }
         )
         for patcher in moto_fixes():
             patcher.start()
             self._cleanup.callback(patcher.stop)
 
+        # After the environment is set: the translator asks boto3 for the region, which reads the profile.
+        translated = translate(self.template, self.region)
+        self.roles = StackRoles(translated, self.client("iam"), self.stack_name)
         context = DeployContext(
             stack_name=self.stack_name,
             region=self.region,
@@ -168,6 +189,7 @@ class DeployedStack:
             partition=pseudo.partition,
             template_dir=self.template.directory,
             client=self.client,
+            role_arn=self.roles.role_arn,
             visibility_timeout_override=visibility_timeout_override,
         )
         for logical_id in order:
@@ -177,18 +199,52 @@ class DeployedStack:
             for name, output in self.template.outputs.items()
             if resolver.is_output_included(name)
         }
+        self.roles.put_policies(resolver)
+        for logical_id, value in secret_values.items():
+            self.client("secretsmanager").put_secret_value(
+                SecretId=self.physical_id(logical_id), SecretString=value
+            )
+        role_sessions: dict[str, Credentials] = {}
+
+        def role_credentials(role_arn: str) -> dict[str, Any]:
+            if role_arn not in role_sessions:
+                role_sessions[role_arn] = self.server.assume_role(role_arn, "states")
+            return dict(role_sessions[role_arn].client_arguments())
+
+        for patcher in step_functions_as_their_role(self.server.endpoint, role_credentials):
+            patcher.start()
+            self._cleanup.callback(patcher.stop)
 
         self.functions = dict(context.functions)
-        self._start_cold(function.code_dir for function in self.functions.values())
-        function_environment = merge_function_environments(
-            {logical_id: function.environment for logical_id, function in self.functions.items()}
-        )
-        self.environment = {**function_environment, **extra_environment}
-        self._process_environment.apply(self.environment)
+        self.environment = dict(extra_environment)
+        for logical_id, function in self.functions.items():
+            credentials = self.server.assume_role(function.role_arn, function.name)
+            self.function_credentials[logical_id] = credentials
+            self.function_environments[logical_id] = {
+                **function_process_environment(function, self.region, self.server.endpoint),
+                **credentials.environment(),
+                **function.environment,
+                **extra_environment,
+            }
         self._runtimes = {
-            logical_id: FunctionRuntime(function, self.invocations)
+            logical_id: FunctionRuntime(
+                function,
+                self.invocations,
+                FunctionSpec(
+                    logical_id=logical_id,
+                    name=function.name,
+                    arn=function.arn,
+                    handler=function.handler,
+                    code_dir=str(function.code_dir),
+                    memory=function.memory,
+                    log_group=function.log_group,
+                    environment=self.function_environments[logical_id],
+                    log_path=None if function_log is None else str(function_log),
+                ),
+            )
             for logical_id, function in self.functions.items()
         }
+        self._cleanup.callback(self._close_runtimes)
         bridge = MotoLambdaBridge({runtime.function.name: runtime for runtime in self._runtimes.values()})
         bridge.start()
         self._cleanup.callback(bridge.stop)
@@ -198,9 +254,14 @@ class DeployedStack:
         for function in self.functions.values():
             for source in function.events.values():
                 if source.enabled:
+                    # Lambda's poller reads the queue with the function's role, as AWS does.
                     self.pollers.append(
                         SqsPoller(
-                            source, self._runtimes[function.logical_id], self.client("sqs"), self.region
+                            source,
+                            self._runtimes[function.logical_id],
+                            self.client("sqs", as_function=function.logical_id),
+                            self.region,
+                            counting_client=self.client("sqs"),
                         )
                     )
         if start_pollers:
@@ -235,22 +296,6 @@ class DeployedStack:
             logical_id, type_name, created.physical_id, created.attributes, properties
         )
 
-    def _start_cold(self, code_dirs: Iterable[Path]) -> None:
-        """Like a fresh Lambda container: the code packages are imported anew, from the function's CodeUri.
-
-        close() puts the process's own modules back: objects made before the deploy (msgspec structs with
-        deferred annotations, say) resolve names through sys.modules and would break against the stack's copies.
-        """
-        for code_dir in sorted(set(code_dirs)):
-            packages = _importable_names(code_dir)
-            purged = {name: module for name, module in sys.modules.items() if _top_level(name) in packages}
-            for name in purged:
-                del sys.modules[name]
-            self._cleanup.callback(_restore_modules, packages, purged)
-            if str(code_dir) not in sys.path:
-                sys.path.insert(0, str(code_dir))
-                self._cleanup.callback(_remove_from_path, str(code_dir))
-
     # --- what a deployed stack offers -----------------------------------------------------------------------
 
     def physical_id(self, logical_id: str) -> Any:
@@ -266,27 +311,35 @@ class DeployedStack:
             )
         return resource.attributes[name]
 
-    def client(self, service: str) -> Any:
-        """A boto3 client on the embedded AWS (clients are thread-safe, so one per service is shared)."""
+    @property
+    def endpoint(self) -> str:
+        """Where the embedded AWS answers (http://127.0.0.1:<port>): every function's AWS_ENDPOINT_URL."""
+        return self.server.endpoint
+
+    def client(self, service: str, *, as_function: str | None = None) -> Any:
+        """A boto3 client on the embedded AWS, as the deployer (allowed everything) or with a function's role
+        credentials. Clients are thread-safe, so one per service and identity is shared."""
         if self._closed:
-            # moto is stopped: a client now would reach the real AWS.
+            # moto is stopped: a client now would reach nothing (or, without the endpoint, the real AWS).
             raise RuntimeError(f"stack {self.stack_name} is closed")
+        credentials = None if as_function is None else self.function_credentials[as_function]
         with self._clients_lock:
-            if service not in self._clients:
-                self._clients[service] = boto3.client(service, region_name=self.region)
-            return self._clients[service]
+            key = (service, as_function)
+            if key not in self._clients:
+                self._clients[key] = self.server.client(service, credentials)
+            return self._clients[key]
 
     def invoke(
         self, logical_id: str, event: Any, environment_overrides: Mapping[str, str | None] | None = None
     ) -> Any:
         """Runs the function's handler like `sam local invoke` and returns its result (JSON round-tripped).
 
-        The handler's own exception is re-raised; a runtime failure (import error, unserialisable result,
-        timeout) raises LambdaRuntimeError. Overrides apply to the whole process while the handler runs.
+        The handler's exception is raised as a FunctionError of the same class name (a stand-in handler's
+        as itself); a runtime failure (import error, unserialisable result, timeout, out of memory, crash)
+        raises LambdaRuntimeError. Overrides (None unsets) give this invocation a fresh process of its own.
         """
         runtime = self._runtime(logical_id)
-        with self._process_environment.overridden(environment_overrides or {}):
-            invocation = runtime.invoke(event, trigger="invoke")
+        invocation = runtime.invoke(event, trigger="invoke", environment_overrides=environment_overrides)
         if invocation.exception is not None:
             raise invocation.exception
         if invocation.error is not None:
@@ -294,7 +347,8 @@ class DeployedStack:
         return invocation.result
 
     def replace_handler(self, logical_id: str, handler: Handler | None) -> None:
-        """Tests only: the function runs `handler(event, context)` instead of its code; None undoes it."""
+        """Tests only: the function runs `handler(event, context)` in this process instead of its code in its
+        own; None undoes it."""
         self._runtime(logical_id).replace_handler(handler)
 
     def drain(self, timeout: float = 60) -> None:
@@ -327,7 +381,7 @@ class DeployedStack:
         ]
 
     def close(self) -> None:
-        """Stops the pollers and executions, then moto; puts os.environ and sys.path back. Idempotent."""
+        """Stops the pollers, executions and function processes, then moto; puts os.environ back. Idempotent."""
         if self._closing:
             return
         self._closing = True
@@ -411,6 +465,10 @@ class DeployedStack:
         if stuck:
             logger.warning("SQS poller threads still running at close: %s", stuck)
 
+    def _close_runtimes(self) -> None:
+        for runtime in self._runtimes.values():
+            runtime.close()
+
     def _stop_executions_and_wait(self) -> None:
         """Executions run on moto's threads; stopped here so that none calls AWS once moto is gone."""
         stepfunctions = self.client("stepfunctions")
@@ -425,29 +483,3 @@ class DeployedStack:
             time.sleep(0.05)
         if self.invocations.in_progress:
             logger.warning("%d handler invocation(s) still running at close", self.invocations.in_progress)
-
-
-def _importable_names(code_dir: Path) -> set[str]:
-    """Top-level packages and modules a function's code directory provides (handlers, shared...)."""
-    names = set()
-    for entry in code_dir.iterdir():
-        if entry.is_dir() and entry.name.isidentifier():
-            names.add(entry.name)
-        elif entry.suffix == ".py" and entry.stem.isidentifier():
-            names.add(entry.stem)
-    return names
-
-
-def _top_level(module_name: str) -> str:
-    return module_name.split(".", 1)[0]
-
-
-def _restore_modules(packages: set[str], modules: Mapping[str, Any]) -> None:
-    for name in [name for name in sys.modules if _top_level(name) in packages]:
-        del sys.modules[name]
-    sys.modules.update(modules)
-
-
-def _remove_from_path(entry: str) -> None:
-    if entry in sys.path:
-        sys.path.remove(entry)

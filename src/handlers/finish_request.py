@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import Logger
 
+from handlers.event_shapes import finish_state
 from shared import logs
 from shared.notifications import announce
 from shared.records import Status
@@ -18,6 +19,7 @@ logs.use_service_logger(logger)
 
 @logger.inject_lambda_context(correlation_id_path="requestId", clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    event = finish_state("FinishRequestFunction", event)
     rt = runtime()
     request_id = event["requestId"]
     finished = finish_request(request_id, event["executions"], records=rt.records, results=rt.results)

@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import Logger
 
+from handlers.event_shapes import poll_state
 from shared import logs
 from shared.runtime import runtime
 from shared.tool_executions import poll_step
@@ -17,6 +18,7 @@ logs.use_service_logger(logger)
 
 @logger.inject_lambda_context(correlation_id_path="requestId", clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    event = poll_state("PollExecutionFunction", event)
     rt = runtime()
     # A transient gateway fault raises TransientGatewayError: the state machine's Retry handles it.
     state = poll_step(

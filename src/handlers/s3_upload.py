@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import Logger
 
+from handlers.event_shapes import sqs_or_s3_event
 from shared import logs
 from shared.batch import handle_sqs_event, is_sqs_event
 from shared.errors import ConfigurationError
@@ -20,6 +21,7 @@ MAX_PARALLEL_UPLOADS = 10
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    event = sqs_or_s3_event("S3UploadFunction", event)
     rt = runtime()
     budget = time_budget(context)
     try:

@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.logging import Logger
 
+from handlers.event_shapes import sqs_event
 from shared import logs
 from shared.batch import handle_sqs_event
 from shared.lambda_context import time_budget
@@ -19,6 +20,7 @@ MAX_PARALLEL_REQUESTS = 10
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    event = sqs_event("SqsRequestFunction", event)
     rt = runtime()
     budget = time_budget(context)
     return handle_sqs_event(

@@ -45,7 +45,8 @@ def pipeline(deploy_stack: Any, emulator: GatewayEmulator) -> Iterator[Pipeline]
     emulator.config.retry_after_seconds = 0
     stack = deploy_stack(
         parameters=pipeline_parameters(emulator),
-        extra_environment=emulator_gateway(emulator).environment(),
+        # The token in the stack's secret: the functions read it through Secrets Manager and their roles.
+        secret_values=emulator_gateway(emulator).secret_values(),
         # Long enough that a message is never redelivered while its first run is still going.
         visibility_timeout_override=20,
     )

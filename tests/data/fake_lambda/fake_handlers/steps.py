@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+import boto3
 
 
 class FlakyError(Exception):
@@ -13,13 +16,22 @@ class PermanentError(Exception):
     """Raised on purpose; the state machine catches it."""
 
 
-# Attempts per item id, kept between invocations as a warm Lambda keeps module state.
-_attempts: dict[str, int] = {}
+def _count_attempt(run_id: str, item_id: str) -> int:
+    # In the table, not in module state: a retry may run in another process (Map items run concurrently,
+    # each concurrent invocation in an environment of its own), as in Lambda.
+    response = boto3.client("dynamodb").update_item(
+        TableName=os.environ["RUNS_TABLE"],
+        Key={"runId": {"S": f"{run_id}#{item_id}"}},
+        UpdateExpression="ADD attempts :one",
+        ExpressionAttributeValues={":one": {"N": "1"}},
+        ReturnValues="UPDATED_NEW",
+    )
+    return int(response["Attributes"]["attempts"]["N"])
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     item = event["item"]
-    attempt = _attempts[item["id"]] = _attempts.get(item["id"], 0) + 1
+    attempt = _count_attempt(event["runId"], item["id"])
     if attempt <= item.get("flaky", 0):
         raise FlakyError(f"{item['id']} attempt {attempt}")
     if item.get("permanent"):

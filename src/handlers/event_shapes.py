@@ -1,0 +1,89 @@
+"""What each entry point takes, checked before any work: an event of another shape (an S3 notification sent
+to the queue function, a hand-written event to a state machine step) fails with an error that names the shape
+expected and what was given, rather than a KeyError deep inside."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SQS_EVENT = "an SQS event {'Records': [{'eventSource': 'aws:sqs', 'messageId': ..., 'body': ...}]}"
+S3_EVENT = "an S3 notification {'Records': [{'eventSource': 'aws:s3', 's3': {'bucket': ..., 'object': ...}}]}"
+POLL_STATE = (
+    "the poller's state {'requestId': str, 'execution': {'executionId': str, ...}, 'startedAt': str,"
+    " 'policy': {...}}"
+)
+FINISH_STATE = "{'requestId': str, 'executions': [{'executionId': str, 'status': str, ...}, ...]}"
+
+
+class InvalidEventError(ValueError):
+    """The function was given an event it does not take; retrying the same event cannot help."""
+
+    def __init__(self, function: str, expected: str, event: Any) -> None:
+        super().__init__(f"{function} takes {expected}; got {describe(event)}")
+
+
+def describe(event: Any) -> str:
+    """What an event looks like, in a few words (never its values: they may be large or sensitive)."""
+    if not isinstance(event, dict):
+        return f"a JSON {type(event).__name__}"
+    records = event.get("Records")
+    if isinstance(records, list) and records and isinstance(records[0], dict):
+        source = records[0].get("eventSource") or records[0].get("EventSource")
+        return f"an event whose Records[0].eventSource is {source!r}"
+    return f"an object with keys {sorted(event)[:8]}"
+
+
+def is_sqs_event(event: Any) -> bool:
+    records = event.get("Records") if isinstance(event, dict) else None
+    return (
+        isinstance(records, list)
+        and bool(records)
+        and all(
+            isinstance(r, dict) and r.get("eventSource") == "aws:sqs" and "messageId" in r for r in records
+        )
+    )
+
+
+def is_s3_event(event: Any) -> bool:
+    if isinstance(event, dict) and event.get("Event") == "s3:TestEvent":
+        return True
+    records = event.get("Records") if isinstance(event, dict) else None
+    return isinstance(records, list) and all(
+        isinstance(r, dict) and isinstance(r.get("s3"), dict) for r in records
+    )
+
+
+def sqs_event(function: str, event: Any) -> dict[str, Any]:
+    if not is_sqs_event(event):
+        raise InvalidEventError(function, SQS_EVENT, event)
+    return event
+
+
+def sqs_or_s3_event(function: str, event: Any) -> dict[str, Any]:
+    if not (is_sqs_event(event) or is_s3_event(event)):
+        raise InvalidEventError(function, f"{SQS_EVENT} or {S3_EVENT}", event)
+    return event
+
+
+def poll_state(function: str, event: Any) -> dict[str, Any]:
+    execution = event.get("execution") if isinstance(event, dict) else None
+    if not (
+        isinstance(execution, dict)
+        and isinstance(execution.get("executionId"), str)
+        and isinstance(event.get("requestId"), str)
+        and isinstance(event.get("startedAt"), str)
+        and isinstance(event.get("policy"), dict)
+    ):
+        raise InvalidEventError(function, POLL_STATE, event)
+    return event
+
+
+def finish_state(function: str, event: Any) -> dict[str, Any]:
+    executions = event.get("executions") if isinstance(event, dict) else None
+    if not (
+        isinstance(event.get("requestId") if isinstance(event, dict) else None, str)
+        and isinstance(executions, list)
+        and all(isinstance(e, dict) and isinstance(e.get("executionId"), str) for e in executions)
+    ):
+        raise InvalidEventError(function, FINISH_STATE, event)
+    return event
