@@ -24,7 +24,7 @@ from typing import Any
 # none of which reads the environment at import time (Powertools does, POWERTOOLS_DEBUG: not preloaded). A
 # process forked from one that has them starts in milliseconds instead of the ~0.4 s a fresh interpreter
 # takes (the real cold start is bench/cold_start.py's to measure).
-PRELOAD = ("boto3", "botocore.session", "httpx", "msgspec")
+PRELOAD = ("boto3", "botocore.session", "httpx", "pydantic", "pydantic.main")
 
 
 @dataclass(frozen=True)

@@ -191,8 +191,8 @@ print("parsed")
 
 @pytest.mark.parametrize("run", range(3))
 def test_a_fresh_process_parses_in_parallel_threads_at_once(run):
-    # A batch's first messages are parsed in parallel in a fresh Lambda process; msgspec building its
-    # validators on first use in two threads at once crashed the process (nine runs in ten).
+    # A batch's first messages are parsed in parallel in a fresh Lambda process. msgspec (the models' library
+    # before pydantic) crashed the process when two threads built its validators at once; kept as a guard.
     done = subprocess.run(
         [sys.executable, "-X", "faulthandler", "-c", FIRST_PARSE_IN_THREADS],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
