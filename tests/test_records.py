@@ -125,3 +125,13 @@ def test_a_record_created_only_when_new(store):
     assert records.get("r-1")["status"] == "PROCESSING"
     created = records.fail("m-1", InvalidRequestError("body", "unreadable"), create_only=True)
     assert created["status"] == "FAILED"
+
+
+def test_a_redriven_record_will_be_announced_again(store):
+    records, _ = store
+    claim(records)
+    records.fail("r-1", TransientStoreError("throttled"), message="gave up after 3 attempts")
+    records.mark_notified("r-1")
+    assert records.get("r-1")["notifiedAt"]
+    assert claim(records).outcome == "claimed"
+    assert "notifiedAt" not in records.get("r-1")

@@ -104,6 +104,10 @@ class TransientGatewayError(GatewayError):
     retry_after: float | None = None  # seconds, from a 429's Retry-After
 
 
+class RecordRefusedError(PipelineError):
+    """DynamoDB refused what the request would store (a number out of its range, say): retrying cannot help."""
+
+
 class TransientStoreError(PipelineError):
     """DynamoDB or S3 throttled or failed in a way that may pass."""
 

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared import logs
-from shared.errors import ContractBreachError, InvalidRequestError, PipelineError, ToolExecutionFailed
+from shared.errors import (
+    ContractBreachError,
+    InvalidRequestError,
+    PipelineError,
+    RecordRefusedError,
+    ToolExecutionFailed,
+)
 from shared.models import ChatRequest, ChatResponse, build_models, to_wire
 from shared.notifications import announce
 from shared.records import Status, split_for_item
@@ -87,13 +93,16 @@ class Pipeline:
 
     def run(self, job: Job, *, budget_seconds: float) -> Outcome:
         logs.bind(requestId=job.request_id)
-        claim = self.records.claim(
-            job.request_id,
-            source=job.source,
-            lease_seconds=budget_seconds + 30,
-            metadata=job.metadata,
-            fingerprint=job.fingerprint or job.request_id,
-        )
+        try:
+            claim = self.records.claim(
+                job.request_id,
+                source=job.source,
+                lease_seconds=budget_seconds + 30,
+                metadata=job.metadata,
+                fingerprint=job.fingerprint or job.request_id,
+            )
+        except RecordRefusedError as refused:  # recorded without what was refused
+            return self.fail(job.conflict_id or job.request_id, refused, source=job.source, create_only=True)
         if claim.outcome == "conflict":
             taken = InvalidRequestError(
                 "requestId", f"{job.request_id!r} belongs to another request; choose a requestId of its own"

@@ -7,6 +7,7 @@ a record FAILED only because retries ran out (retryable) can be claimed again, f
 
 from __future__ import annotations
 
+import decimal
 import json
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from shared.errors import (
     TRANSIENT_AWS_CODES,
     GatewayCallsExhaustedError,
     PipelineError,
+    RecordRefusedError,
     TransientStoreError,
     aws_error_code,
 )
@@ -133,7 +135,8 @@ class RecordStore:
             result = self._call(
                 self._table.update_item,
                 Key={"requestId": request_id},
-                UpdateExpression="SET " + ", ".join(sets) + " REMOVE #error",
+                # A re-opened record (a redrive) will end anew and be announced anew.
+                UpdateExpression="SET " + ", ".join(sets) + " REMOVE #error, notifiedAt",
                 ConditionExpression=(
                     "attribute_not_exists(requestId)"
                     " OR ((attribute_not_exists(fingerprint) OR fingerprint = :fingerprint) AND"
@@ -146,6 +149,11 @@ class RecordStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
+            if aws_error_code(error) == "ValidationException":
+                # What the request carries (its metadata, say) is more than DynamoDB takes: permanent.
+                raise RecordRefusedError(
+                    f"DynamoDB refused the record: {error.response['Error'].get('Message')}"
+                ) from None
             if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             # The error carries the item in DynamoDB's typed JSON ({"S": ...}), which the resource layer
@@ -293,6 +301,10 @@ class RecordStore:
     def _call(operation: Any, **kwargs: Any) -> dict[str, Any]:
         try:
             return operation(**kwargs)
+        except decimal.DecimalException as error:  # boto3 checks DynamoDB's number range before sending
+            raise RecordRefusedError(
+                f"DynamoDB refused the record: a number out of its range ({error!r})"
+            ) from None
         except ClientError as error:
             if aws_error_code(error) in TRANSIENT_AWS_CODES:
                 raise TransientStoreError(f"DynamoDB {aws_error_code(error)}") from error
