@@ -128,10 +128,11 @@ def test_redelivery_of_a_completed_request_does_not_call_the_gateway_again(pipel
 
 
 def test_gateway_4xx_is_permanent_and_transient_faults_retry(pipeline):
-    pipeline.emulator.fail_next("403")
-    pipeline.send({"requestId": "forbidden-1", "prompt": "x"})
+    pipeline.emulator.fail_next("400")
+    pipeline.send({"requestId": "refused-1", "prompt": "x"})
     pipeline.drain()
-    assert failure(pipeline.record("forbidden-1"))["kind"] == "GatewayAuthError"
+    assert failure(pipeline.record("refused-1"))["kind"] == "PermanentGatewayError"
+    assert len([c for c in pipeline.emulator.calls if c.correlation_id == "refused-1"]) == 1
     pipeline.emulator.fail_next("429", count=3)
     pipeline.send({"requestId": "throttled-1", "prompt": "y"})
     pipeline.drain()

@@ -63,3 +63,39 @@ def test_poison_never_skips_the_record(pipeline: Pipeline):
     assert record["status"] == "FAILED" and "DynamoDB refused the record" in record["error"]["message"]
     assert pipeline.queue_depth("UploadEventsDLQ") == 0 and pipeline.queue_depth("RequestDLQ") == 0
     assert not [c for c in pipeline.emulator.calls if c.kind == "chat"]
+
+
+def rotate(pipeline: Pipeline, token: str, *, in_secret: bool) -> None:
+    pipeline.emulator.config.token = token
+    if in_secret:
+        secret = pipeline.stack.physical_id("GatewayTokenSecret")
+        pipeline.stack.client("secretsmanager").put_secret_value(SecretId=secret, SecretString=token)
+
+
+def test_a_rotated_token_is_picked_up_at_once(pipeline: Pipeline):
+    pipeline.send({"requestId": "before-rotation", "prompt": "x"})
+    pipeline.drain()  # the function's process now holds the token in its 5-minute cache
+    rotate(pipeline, "rotated-token", in_secret=True)
+    pipeline.send({"requestId": "after-rotation", "prompt": "x"})
+    pipeline.drain()
+    assert pipeline.record("after-rotation")["status"] == "COMPLETED"
+    calls = [c.status for c in pipeline.emulator.calls if c.correlation_id == "after-rotation"]
+    assert calls == [401, 200]
+
+
+def test_a_refused_token_keeps_the_request_for_when_it_is_fixed(pipeline: Pipeline):
+    rotate(pipeline, "a-token-the-stack-does-not-have", in_secret=False)
+    message = {"requestId": "refused-token", "prompt": "x"}
+    pipeline.send(message)
+    pipeline.drain()
+    record = pipeline.record("refused-token")
+    assert record["status"] == "FAILED" and record["error"]["retryable"] is True, record
+    assert record["error"]["kind"] == "GatewayAuthError"
+    assert record["error"]["message"].startswith("gave up after 3 attempts")
+    assert pipeline.queue_depth("RequestDLQ") == 1  # kept, to redrive once the token is fixed
+    assert record.get("gatewayCalls", 0) == 0  # refused at the door: nothing billed
+
+    rotate(pipeline, "a-token-the-stack-does-not-have", in_secret=True)
+    pipeline.send(message)  # the redrive
+    pipeline.drain()
+    assert pipeline.record("refused-token")["status"] == "COMPLETED"

@@ -85,8 +85,11 @@ class ToolExecutionFailed(PipelineError):
     """The gateway's answer says a tool it ran for the request failed."""
 
 
-class GatewayAuthError(PermanentGatewayError):
-    """401 or 403: the token is missing, wrong or not allowed."""
+class GatewayAuthError(GatewayError):
+    """401 or 403 even with the token fetched anew: it is missing, wrong or not allowed. Retryable: the
+    request waits (its message kept, its record saying why) until the token is fixed, then goes through."""
+
+    retryable = True
 
 
 class GatewayNotFoundError(PermanentGatewayError):
