@@ -149,11 +149,6 @@ class RecordStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
-            if aws_error_code(error) == "ValidationException":
-                # What the request carries (its metadata, say) is more than DynamoDB takes: permanent.
-                raise RecordRefusedError(
-                    f"DynamoDB refused the record: {error.response['Error'].get('Message')}"
-                ) from None
             if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             # The error carries the item in DynamoDB's typed JSON ({"S": ...}), which the resource layer
@@ -308,6 +303,10 @@ class RecordStore:
         except ClientError as error:
             if aws_error_code(error) in TRANSIENT_AWS_CODES:
                 raise TransientStoreError(f"DynamoDB {aws_error_code(error)}") from error
+            if aws_error_code(error) == "ValidationException":
+                # What the request would store is more than DynamoDB takes (over 400 KB, say): permanent.
+                message = error.response["Error"].get("Message")
+                raise RecordRefusedError(f"DynamoDB refused the record: {message}") from None
             raise
 
 
@@ -318,9 +317,11 @@ def _untyped(item: dict[str, Any]) -> dict[str, Any]:
     return {name: deserializer.deserialize(value) for name, value in item.items()}
 
 
-def split_for_item(result: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The result fields to keep in the item: all of them, or none of the bulky ones when too big."""
-    if len(json.dumps(result, default=str).encode()) <= MAX_INLINE_RESULT_BYTES:
+def split_for_item(result: dict[str, Any], reserved: Any = None) -> tuple[dict[str, Any], bool]:
+    """The result fields to keep in the item: all of them, or none of the bulky ones when too big.
+    `reserved` is what else the item holds (source, metadata, executions): it counts toward the limit."""
+    room = MAX_INLINE_RESULT_BYTES - (len(json.dumps(reserved, default=str).encode()) if reserved else 0)
+    if len(json.dumps(result, default=str).encode()) <= room:
         return result, False
     slim = {k: v for k, v in result.items() if k not in ("content", "toolUse")}
     return slim, True
