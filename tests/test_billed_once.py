@@ -114,3 +114,25 @@ def test_an_item_counts_what_goes_around_the_result():
     assert split_for_item(result) == (result, False)
     fields, in_s3 = split_for_item(result, reserved={"metadata": {"blob": "m" * 8000}})
     assert in_s3 and "content" not in fields and fields["usage"] == {"inputTokens": 1}
+
+
+def test_a_stored_answer_is_used_only_by_the_request_it_answered(aws, emulator):
+    # Request A completes; its record expires (TTL) but its result object stays. Request B, another message
+    # reusing the requestId, fails once before the gateway: its retry must ask the gateway, not take A's.
+    pipeline = pipeline_with(aws, emulator, [])
+    pipeline.run(job("invoice-42", 1), budget_seconds=30)
+    aws[0].delete_item(Key={"requestId": "invoice-42"})
+    other = Job(
+        request_id="invoice-42",
+        source={"type": "sqs", "messageId": "m-2"},
+        build=lambda: build_chat_request([], "Another question entirely", model_id="amazon.nova-lite-v1:0"),
+        result_key="results/requests/invoice-42.json",
+        receive_count=1,
+        fingerprint="another-message",
+    )
+    pipeline.records.faults.append(TransientStoreError("DynamoDB ThrottlingException"))
+    with pytest.raises(TransientStoreError):
+        pipeline.run(other, budget_seconds=30)
+    other.receive_count = 2
+    pipeline.run(other, budget_seconds=30)
+    assert "Another question entirely" in pipeline.records.get("invoice-42")["content"]

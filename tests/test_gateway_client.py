@@ -4,6 +4,7 @@ import random
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from shared.errors import (
@@ -328,3 +329,56 @@ def test_a_gateway_sending_a_byte_at_a_time_cannot_outlive_the_budget():
         assert time.monotonic() - started < 3.5
     finally:
         gateway.close()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"response": {"content": "x", "toolUse": {"name": "t", "input": {"x": NaN}}}}',
+        b'{"response": {"content": "x"}, "usage": {"inputTokens": 1e400}}',
+        b'{"response": {"content": "x"}, "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"response": {"content": "\xff\xfe"}}',
+    ],
+    ids=["nan", "infinity", "nested-too-deep", "not-utf8"],
+)
+def test_an_answer_that_cannot_be_read_breaks_the_contract_and_is_not_asked_again(body):
+    from shared.errors import ContractBreachError
+    from shared.gateway import read_response
+    from shared.models import ChatResponse
+
+    response = httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+    with pytest.raises(ContractBreachError) as caught:
+        read_response("POST", "/chat", response, ChatResponse)
+    assert not caught.value.retryable
+
+
+def test_a_credential_echoed_in_an_error_body_is_blanked():
+    from shared.gateway import read_response
+    from shared.models import ChatResponse
+
+    echoed = {"error": "bad request; headers were authorization: Bearer tok-123 and x-api-key=k"}
+    response = httpx.Response(400, json=echoed)
+    with pytest.raises(PermanentGatewayError) as caught:
+        read_response("POST", "/chat", response, ChatResponse, secret="x-api-key=k")
+    assert "tok-123" not in str(caught.value) and "x-api-key=k" not in str(caught.value)
+
+
+def test_a_call_that_never_went_out_is_not_counted(emulator):
+    from shared.models import ChatRequest, parse
+
+    class VanishingSource:
+        """Media whose source fails as the body is sent (the S3 object went away mid-read)."""
+
+        size = 10
+
+        def open(self):
+            raise OSError("the object went away mid-read")
+
+    image = {"image": {"format": "png", "source": {"bytes": VanishingSource()}}}
+    request = parse(
+        ChatRequest, {"messages": [{"role": "user", "content": [image, {"text": "hi"}]}], "modelId": NOVA}
+    )
+    meter = CountingMeter(limit=3)
+    with pytest.raises(OSError):
+        client_for(emulator).chat(request, meter=meter)
+    assert meter.taken == meter.given_back == 1

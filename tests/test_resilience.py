@@ -50,6 +50,22 @@ def test_a_redriven_request_announces_its_new_final_status(pipeline: Pipeline):
 
 
 def test_poison_never_skips_the_record(pipeline: Pipeline):
+    too_deep = pipeline.send("[" * 100_000 + "]" * 100_000, queue="UploadEventsQueue")
+    no_event_name = pipeline.send(
+        {
+            "Records": [
+                {
+                    "eventSource": "aws:s3",
+                    "eventName": None,
+                    "s3": {"bucket": {"name": pipeline.bucket}, "object": {"key": "incoming/x.png"}},
+                }
+            ]
+        },
+        queue="UploadEventsQueue",
+    )
+    huge_role = pipeline.send(
+        {"request": {"modelId": "m", "messages": [{"role": "\u0080" * 60_000, "content": "x"}]}}
+    )
     not_records = pipeline.send({"Records": [1]}, queue="UploadEventsQueue")
     no_s3 = pipeline.send({"Records": [{"eventSource": "aws:s3", "s3": "nope"}]}, queue="UploadEventsQueue")
     # A number DynamoDB cannot hold (its range ends at 1E-130): the claim is refused.
@@ -59,6 +75,10 @@ def test_poison_never_skips_the_record(pipeline: Pipeline):
     for message_id in (not_records, no_s3):
         record = pipeline.record(f"upload-message-{message_id}")
         assert record["status"] == "FAILED" and record["error"]["message"].startswith("Records.0"), record
+    assert "not valid JSON" in pipeline.record(f"upload-message-{too_deep}")["error"]["message"]
+    assert not [r for r in pipeline.records() if no_event_name in r["requestId"]]  # skipped: not a creation
+    echoed = pipeline.record(huge_role)["error"]["message"]
+    assert echoed.startswith("request.messages.0.role") and len(echoed) < 2100
     record = pipeline.record(tiny)
     assert record["status"] == "FAILED" and "DynamoDB refused the record" in record["error"]["message"]
     assert pipeline.queue_depth("UploadEventsDLQ") == 0 and pipeline.queue_depth("RequestDLQ") == 0

@@ -22,7 +22,10 @@ def test_every_sample_ends_completed_with_proof_the_gateway_decoded_it(pipeline)
         assert record["status"] == "COMPLETED", record
         assert decoded_line(kind, fmt, (SAMPLES / name).read_bytes()) in record["content"]
         assert record["usage"]["totalTokens"] > 0 and record["modelId"]
-        assert record["resultLocation"] == f"s3://{pipeline.bucket}/results/incoming/{name}.json"
+        assert (
+            record["resultLocation"]
+            == f"s3://{pipeline.bucket}/results/incoming/{name}/{record['requestId']}.json"
+        )
         assert pipeline.result_json(record)["content"] == record["content"]
         assert record["attempts"] == 1 and record["source"]["bucket"] == pipeline.bucket
         assert record["expiresAt"] > 0 and record["createdAt"] <= record["updatedAt"]

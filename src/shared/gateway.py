@@ -6,6 +6,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from shared.models import (
     ModelT,
     ToolExecution,
     check_execution_id,
+    finite_json,
     parse,
     to_wire,
 )
@@ -160,13 +162,16 @@ class GatewayClient:
             remaining = None if deadline is None else deadline - self._clock()
             if remaining is not None and remaining <= 0:
                 break
+            token = self._token_provider()  # first: a token that cannot be had costs no call
             if meter is not None:
                 try:
                     meter.before_call()
                 except GatewayCallsExhaustedError as exhausted:
                     raise GatewayCallsExhaustedError(exhausted.calls, last_error) from None
             try:
-                return self._attempt(method, path, model, remaining, correlation_id, headers, content)
+                return self._attempt_counted(
+                    method, path, model, remaining, correlation_id, headers, content, token, meter
+                )
             except GatewayError as error:
                 if meter is not None and (error.status in NOT_BILLED_STATUSES or error.not_sent):
                     meter.not_billed()
@@ -198,6 +203,28 @@ class GatewayClient:
             last_error = TransientGatewayError(f"{method} {path}: no time left to call the gateway")
         raise last_error
 
+    def _attempt_counted(
+        self,
+        method: str,
+        path: str,
+        model: type[ModelT],
+        remaining: float | None,
+        correlation_id: str | None,
+        headers: dict[str, str] | None,
+        content: Any,
+        token: str,
+        meter: CallMeter | None,
+    ) -> ModelT:
+        try:
+            return self._attempt(method, path, model, remaining, correlation_id, headers, content, token)
+        except GatewayError:
+            raise  # counted or given back by the caller, by what the gateway said
+        except Exception:
+            # The request never went out whole (its body's source failed, say): nothing was billed.
+            if meter is not None:
+                meter.not_billed()
+            raise
+
     def _refresh_token(self) -> bool:
         refresh = getattr(self._token_provider, "refresh", None)
         if refresh is None:
@@ -215,12 +242,13 @@ class GatewayClient:
         correlation_id: str | None,
         headers: dict[str, str] | None,
         content: Any,
+        token: str,
     ) -> ModelT:
         read_timeout = (
             self._retry.read_timeout if remaining is None else min(self._retry.read_timeout, remaining)
         )
         timeout = httpx.Timeout(read_timeout, connect=min(self._retry.connect_timeout, read_timeout))
-        all_headers = {"Authorization": f"Bearer {self._token_provider()}", "Accept": "application/json"}
+        all_headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if correlation_id:
             all_headers["X-Correlation-Id"] = correlation_id
         all_headers.update(headers or {})
@@ -245,7 +273,7 @@ class GatewayClient:
                     if k.lower() not in ("content-encoding", "content-length")
                 }
                 response = httpx.Response(streamed.status_code, headers=decoded, content=bytes(body))
-        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             # Nothing reached the gateway: no inference, nothing billed.
             unsent = TransientGatewayError(f"{method} {path}: {type(error).__name__}")
             unsent.not_sent = True
@@ -254,19 +282,33 @@ class GatewayClient:
             raise TransientGatewayError(f"{method} {path}: {type(error).__name__}") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
             raise TransientGatewayError(f"{method} {path}: {type(error).__name__}: {error}") from None
-        return read_response(method, path, response, model)
+        except httpx.DecodingError:  # an answer came, billed, in an encoding that cannot be undone
+            raise ContractBreachError(
+                f"{method} {path}: the answer's content encoding is broken", None
+            ) from None
+        return read_response(method, path, response, model, secret=token)
 
 
-def read_response(method: str, path: str, response: httpx.Response, model: type[ModelT]) -> ModelT:
-    """The answer as `model` for a 200, else the typed error that says whether a retry can help."""
+def read_response(
+    method: str, path: str, response: httpx.Response, model: type[ModelT], *, secret: str | None = None
+) -> ModelT:
+    """The answer as `model` for a 200, else the typed error that says whether a retry can help. `secret`
+    (the token) is blanked out of any error text the gateway or a proxy echoes."""
     status = response.status_code
     if status == 200:
         try:
-            data = response.json()
+            data = finite_json(response.json())
         except json.JSONDecodeError:
             # A body cut short on the way: the same request may well succeed again.
             raise TransientGatewayError(
                 f"{method} {path}: 200 with a body that is not complete JSON", status=status
+            ) from None
+        except (RecursionError, UnicodeDecodeError, ValueError) as error:
+            # Billed, and unreadable however often it is asked: kept as it came.
+            raise ContractBreachError(
+                f"{method} {path}: 200 whose body is not JSON that can be read ({type(error).__name__})",
+                response.text[:1_000_000],
+                status=status,
             ) from None
         try:
             return parse(model, data, root="response", lenient=True)
@@ -274,7 +316,7 @@ def read_response(method: str, path: str, response: httpx.Response, model: type[
             raise ContractBreachError(
                 f"{method} {path}: response breaks the contract: {error}", data, status=status
             ) from None
-    message = f"{method} {path}: {status} {_error_text(response)}"
+    message = f"{method} {path}: {status} {_error_text(response, secret)}"
     if status in TRANSIENT_STATUSES:
         error = TransientGatewayError(message, status=status)
         error.retry_after = _retry_after_seconds(response)
@@ -288,14 +330,21 @@ def read_response(method: str, path: str, response: httpx.Response, model: type[
     raise error_type.get(status, PermanentGatewayError)(message, status=status)
 
 
-def _error_text(response: httpx.Response) -> str:
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
+
+
+def _error_text(response: httpx.Response, secret: str | None = None) -> str:
+    """The gateway's own words, short, with no credential a proxy may have echoed from the request."""
     try:
         data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return response.text[:200]
-    if isinstance(data, dict):
-        return str(data.get("error") or data.get("message") or data)[:500]
-    return str(data)[:500]
+    except (ValueError, RecursionError):
+        text = response.text[:200]
+    else:
+        text = str(data.get("error") or data.get("message") or data) if isinstance(data, dict) else str(data)
+        text = text[:500]
+    if secret:
+        text = text.replace(secret, "***")
+    return _BEARER.sub(r"\1***", text)
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:

@@ -37,9 +37,12 @@ class ImageRejectedError(PipelineError):
 
 def without_query(url: str) -> str:
     """The URL as it may be shown: no user info, query string or fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number, an unclosed [ ...
+        return "a URL that cannot be parsed"
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
@@ -132,6 +135,8 @@ def download(
                 if clock() > deadline:
                     raise ImageRejectedError(f"download from {shown}: took over {seconds:g} s")
                 chunks.append(chunk)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError):
+        raise ImageRejectedError(f"download from {shown}: not a URL that can be fetched") from None
     except httpx.HTTPError as error:
         raise TransientGatewayError(f"download from {shown}: {type(error).__name__}") from None
     return image_of(b"".join(chunks), f"download from {shown}")

@@ -84,7 +84,7 @@ def media_size(data: str | StreamedMedia) -> int:
 # ---- value rules ---------------------------------------------------------------------------------------
 
 
-def _finite_json(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     """Free JSON (schemas, tool input, metadata) must be JSON: NaN and Infinity are not, and json.dumps
     would write them anyway."""
     stack = [value]
@@ -140,10 +140,18 @@ def _cleaned_document_name(name: Any) -> Any:
     return sanitize_document_name(name) if isinstance(name, str) else name
 
 
-JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_json)]
-NonEmptyJsonObject = Annotated[dict[str, Any], Field(min_length=1), AfterValidator(_finite_json)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(finite_json)]
+NonEmptyJsonObject = Annotated[dict[str, Any], Field(min_length=1), AfterValidator(finite_json)]
 NonEmpty = Annotated[str, Field(min_length=1)]
-NotBlank = Annotated[str, Field(pattern=r"\S")]
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+NotBlank = Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
 Temperature = Annotated[float, Field(ge=0, le=2)]
 MaxTokens = Annotated[int, Field(ge=1, le=8192)]
 MediaBytes = Annotated[

@@ -183,8 +183,9 @@ class Pipeline:
 
     def _stored_answer(self, job: Job) -> tuple[str, ChatResponse, float] | None:
         document = self.results.get_json(job.result_key)
-        if not document or document.get("requestId") != job.request_id or "answer" not in document:
-            return None  # none, another version's (an upload's key), or an unreadable answer's
+        fingerprint = job.fingerprint or job.request_id
+        if not document or "answer" not in document or document.get("fingerprint") != fingerprint:
+            return None  # none, an unreadable answer's, or another request's that had the same requestId
         logger.info("request %s: the gateway's answer is already stored; finishing from it", job.request_id)
         response = parse(ChatResponse, document["answer"], root="response", lenient=True)
         return str(document.get("modelId")), response, float(document.get("latencyMs") or 0) / 1000
@@ -217,8 +218,10 @@ class Pipeline:
         if answer_stored:
             location = self.results.uri(job.result_key)
         else:
-            # The whole answer too, fields the contract does not name included: it was billed.
-            document = {**result, **around, "answer": to_wire(response)}
+            # The whole answer too, fields the contract does not name included: it was billed. The
+            # fingerprint says which request it answers, should a later one reuse the requestId.
+            fingerprint = job.fingerprint or job.request_id
+            document = {**result, **around, "answer": to_wire(response), "fingerprint": fingerprint}
             location = self.results.put_json(job.result_key, document)
         # The whole item counts toward DynamoDB's 400 KB: what goes around the result leaves it less room.
         fields, in_s3 = split_for_item(

@@ -46,10 +46,17 @@ def utc_now_iso(clock: float | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# An error's message can echo what it refused (a huge value, say): the record keeps its start.
+MAX_ERROR_MESSAGE_CHARS = 2000
+
+
 def error_fields(error: PipelineError | Exception, message: str | None = None) -> dict[str, Any]:
     retryable = isinstance(error, PipelineError) and error.retryable
     kind = error.kind if isinstance(error, PipelineError) else type(error).__name__
-    return {"kind": kind, "message": message or str(error), "retryable": retryable}
+    text = message or str(error)
+    if len(text) > MAX_ERROR_MESSAGE_CHARS:
+        text = text[:MAX_ERROR_MESSAGE_CHARS] + f"... ({len(text)} characters)"
+    return {"kind": kind, "message": text, "retryable": retryable}
 
 
 def to_dynamo(value: Any) -> Any:

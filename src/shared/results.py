@@ -17,8 +17,9 @@ class ResultStore:
     bucket: str
     prefix: str
 
-    def key_for_upload(self, source_key: str) -> str:
-        return f"{self.prefix}{source_key}.json"
+    def key_for_upload(self, source_key: str, request_id: str) -> str:
+        """One result per upload of a key: each version or overwrite is a request of its own."""
+        return f"{self.prefix}{source_key}/{request_id}.json"
 
     def key_for_request(self, request_id: str) -> str:
         return f"{self.prefix}requests/{request_id}.json"

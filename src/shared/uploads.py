@@ -48,7 +48,7 @@ class Upload:
                 etag=obj.get("eTag"),
                 version_id=obj.get("versionId") or None,
                 sequencer=obj.get("sequencer"),
-                event_name=record.get("eventName", ""),
+                event_name=str(record.get("eventName") or ""),
             )
         except (KeyError, TypeError, AttributeError) as missing:
             raise InvalidRequestError(
@@ -167,7 +167,7 @@ def process_upload(
         request_id=upload.request_id,
         source=upload.source(),
         build=lambda: build_upload_request(rt, source),
-        result_key=rt.pipeline.results.key_for_upload(upload.key),
+        result_key=rt.pipeline.results.key_for_upload(upload.key, upload.request_id),
         receive_count=receive_count,
     )
     rt.telemetry.request_received("upload")
@@ -177,7 +177,7 @@ def process_upload(
 def uploads_in_message(message: SqsMessage) -> list[Upload]:
     try:
         body = json.loads(message.body)
-    except json.JSONDecodeError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than the parser goes
         raise InvalidRequestError("body", f"not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("body", "an S3 event notification must be a JSON object")
