@@ -339,7 +339,9 @@ def test_metadata_is_bounded(pipeline: Pipeline):
     pipeline.drain()
     # A message that cannot be read is recorded under its own message id, not the requestId it names.
     assert "metadata: more than 10 levels deep" in pipeline.record(too_deep)["error"]["message"]
-    assert "metadata: 9011 bytes as JSON, over the limit of 8192" in pipeline.record(too_big)["error"]["message"]
+    assert (
+        "metadata: 9011 bytes as JSON, over the limit of 8192" in pipeline.record(too_big)["error"]["message"]
+    )
     assert "not valid JSON" in pipeline.record(unparsable)["error"]["message"]
     assert not chat_calls(pipeline)
     assert pipeline.queue_depth("RequestDLQ") == 0
