@@ -99,7 +99,10 @@ class ServerlessFunction(ResourceType):
             "Policies",  # through the role SAM generates (devtools.embedded_aws.roles)
         }
     )
-    ignored = {"PermissionsBoundary": "moto does not enforce permissions boundaries"}
+    ignored = {
+        "PermissionsBoundary": "moto does not enforce permissions boundaries",
+        "KmsKeyArn": "the environment reaches the function process as plain variables; KMS is not emulated",
+    }
     required = frozenset({"Handler", "Runtime", "CodeUri"})
 
     def create(self, context: DeployContext, logical_id: str, properties: dict[str, Any]) -> CreatedResource:
