@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from devtools.local_pipeline import (
     ROOT,
@@ -428,6 +429,30 @@ def expand_files(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
+def token_problem(gateway: GatewayTarget) -> str | None:
+    """Asks the gateway, once and before anything is deployed, whether it takes the token: a refused token
+    would otherwise fail every request after its retries. An unknown execution's 404 means it does."""
+    import httpx
+
+    url = f"{gateway.base_url}/api/v3/organizations/{quote(gateway.organisation, safe='')}/ai/tools/executions/token-check"
+    try:
+        status = httpx.get(url, headers={"Authorization": f"Bearer {gateway.token}"}, timeout=15).status_code
+    except httpx.HTTPError as error:
+        return (
+            f"the gateway at {gateway.base_url} did not answer ({type(error).__name__}): check QUANT_BASE_URL"
+        )
+    if status == 401:
+        return (
+            f"the gateway at {gateway.base_url} refused the token (401): set QUANT_API_TOKEN to a valid token"
+        )
+    if status == 403:
+        return (
+            f"the gateway at {gateway.base_url} refused the token for organisation {gateway.organisation!r} (403):"
+            " check QUANT_API_TOKEN and QUANT_ORGANISATION"
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -442,6 +467,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
     options = {"files": files, "prompt": args.prompt, "out_dir": args.out, "timeout": args.timeout}
     if gateway is not None:
+        problem = token_problem(gateway)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         return run_job(gateway, **options)
     emulator = start_emulator()
     try:

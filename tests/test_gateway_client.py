@@ -154,17 +154,44 @@ def test_a_retry_after_longer_than_the_deadline_gives_up_at_once(emulator):
     assert caught.value.status == 429 and sleep.waits == []
 
 
-@pytest.mark.parametrize(
-    ("kind", "error_type"),
-    [("400", PermanentGatewayError), ("403", GatewayAuthError)],
-)
-def test_permanent_faults_are_not_retried(emulator, kind, error_type):
-    emulator.fail_next(kind)
+def test_permanent_faults_are_not_retried(emulator):
+    emulator.fail_next("400")
     sleep = RecordingSleep()
-    with pytest.raises(error_type) as caught:
+    with pytest.raises(PermanentGatewayError) as caught:
         client_for(emulator, sleep=sleep).chat(text_request())
     assert not caught.value.retryable and sleep.waits == []
     assert len([c for c in emulator.calls if "/chat" in c.path]) == 1
+
+
+class RotatedToken:
+    """A cached token that is stale until refreshed, as Powertools' cache is after a rotation."""
+
+    def __init__(self, cached, current):
+        self.value, self.current, self.refreshes = cached, current, 0
+
+    def __call__(self):
+        return self.value
+
+    def refresh(self):
+        self.refreshes += 1
+        self.value = self.current
+
+
+def test_a_refused_token_is_fetched_anew_and_asked_once_more(emulator):
+    token = RotatedToken(cached="before-the-rotation", current=EMULATOR_TOKEN)
+    client = GatewayClient(emulator.base_url, "acme", token, retry=RetryPolicy(base_delay=0.01))
+    assert client.chat(text_request()).pattern == "text"
+    assert token.refreshes == 1
+    assert [c.status for c in emulator.calls] == [401, 200]
+
+
+def test_a_token_refused_even_when_fetched_anew_leaves_the_request_retryable(emulator):
+    token = RotatedToken(cached="wrong", current="still-wrong")
+    client = GatewayClient(emulator.base_url, "acme", token, retry=RetryPolicy(base_delay=0.01))
+    with pytest.raises(GatewayAuthError) as caught:
+        client.chat(text_request())
+    assert caught.value.retryable and caught.value.status == 401
+    assert token.refreshes == 1 and [c.status for c in emulator.calls] == [401, 401]
 
 
 def test_wrong_token_is_401_and_never_shown(emulator, caplog):

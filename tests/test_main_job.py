@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from devtools import run
 from devtools.local_pipeline import GatewayChoiceError, emulator_target, quant_gateway_from, start_emulator
+from tests.plugins.gateway import EMULATOR_TOKEN
 from tests.sample_files import MEDIA_SAMPLES, SAMPLE_KINDS, SAMPLES
 
 QUEUED = ["short-form", "full-form", "with-attachment", "image-generation"]
@@ -174,3 +176,21 @@ def test_the_table_cuts_long_cells_to_the_width():
     lines = run.render_table(rows, width=120).splitlines()
     assert len(lines) == 3 and all(len(line) <= 120 for line in lines)
     assert lines[2].endswith("...") and "COMPLETED" in lines[2] and lines[1].startswith("---")
+
+
+def test_a_token_the_gateway_refuses_is_named_once_before_anything_runs(emulator, tmp_path, capsys):
+    environ = {
+        "QUANT_API_TOKEN": "not-the-token",
+        "QUANT_ORGANISATION": "acme",
+        "QUANT_BASE_URL": emulator.base_url,
+    }
+    started = time.monotonic()
+    assert run.main(["--out", str(tmp_path)], environ=environ) == 2
+    assert time.monotonic() - started < 10  # no deploy, no retries
+    captured = capsys.readouterr()
+    assert captured.err.count("error:") == 1 and "set QUANT_API_TOKEN to a valid token" in captured.err
+    assert "not-the-token" not in captured.err + captured.out
+    assert [c.status for c in emulator.calls] == [401]
+
+    environ["QUANT_API_TOKEN"] = EMULATOR_TOKEN
+    assert run.token_problem(run.quant_gateway_from(environ)) is None  # a 404 for the unknown execution

@@ -519,7 +519,9 @@ def record_of(world: World, sent: Sent) -> dict[str, Any] | None:
         return world.record_by_id(f"upload-message-{sent.message_id}")
     payload = case.payload
     request_id = f"mal-{case.name}" if isinstance(payload, dict) and "requestId" not in payload else None
-    return world.record_by_id(request_id or sent.message_id or "")
+    # A message that cannot be read is recorded under its message id, whatever requestId it names.
+    found = world.record_by_id(request_id) if request_id else None
+    return found or world.record_by_id(sent.message_id or "")
 
 
 def assert_failed_clearly(record: dict[str, Any] | None, case: Case) -> None:

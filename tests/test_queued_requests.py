@@ -69,11 +69,11 @@ def test_attachments_are_inlined_before_the_last_user_text(pipeline):
     ("body", "request_id", "expected"),
     [
         ('{"requestId": "broken-1", "prompt": ', None, "not valid JSON"),
-        ({"requestId": "schema-1"}, "schema-1", "either `request` or `prompt`"),
-        ({"requestId": "schema-2", "prompt": "x", "temperature": 3}, "schema-2", "temperature"),
+        ({"requestId": "schema-1"}, None, "either `request` or `prompt`"),
+        ({"requestId": "schema-2", "prompt": "x", "temperature": 3}, None, "temperature"),
         (
             {"requestId": "schema-3", "prompt": "x", "request": {"modelId": NOVA, "messages": []}},
-            "schema-3",
+            None,  # unreadable: recorded under its message id, not the requestId it names
             "request",
         ),
         (
@@ -81,7 +81,7 @@ def test_attachments_are_inlined_before_the_last_user_text(pipeline):
                 "requestId": "schema-4",
                 "request": {"modelId": NOVA, "messages": [{"role": "robot", "content": "x"}]},
             },
-            "schema-4",
+            None,  # unreadable: recorded under its message id, not the requestId it names
             "request.messages.0.role",
         ),
         (
@@ -128,10 +128,11 @@ def test_redelivery_of_a_completed_request_does_not_call_the_gateway_again(pipel
 
 
 def test_gateway_4xx_is_permanent_and_transient_faults_retry(pipeline):
-    pipeline.emulator.fail_next("403")
-    pipeline.send({"requestId": "forbidden-1", "prompt": "x"})
+    pipeline.emulator.fail_next("400")
+    pipeline.send({"requestId": "refused-1", "prompt": "x"})
     pipeline.drain()
-    assert failure(pipeline.record("forbidden-1"))["kind"] == "GatewayAuthError"
+    assert failure(pipeline.record("refused-1"))["kind"] == "PermanentGatewayError"
+    assert len([c for c in pipeline.emulator.calls if c.correlation_id == "refused-1"]) == 1
     pipeline.emulator.fail_next("429", count=3)
     pipeline.send({"requestId": "throttled-1", "prompt": "y"})
     pipeline.drain()
@@ -160,14 +161,14 @@ def test_notifications_are_published_for_terminal_states(pipeline):
     events.put_rule(Name="all", EventPattern=json.dumps({"source": ["quant.ai-pipeline"]}))
     events.put_targets(Rule="all", Targets=[{"Id": "q", "Arn": queue_arn}])
     pipeline.send({"requestId": "note-ok", "prompt": "x"})
-    pipeline.send({"requestId": "note-bad"})
+    bad = pipeline.send({"requestId": "note-bad"})  # unreadable: recorded under its message id
     pipeline.drain()
     received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
     details = {json.loads(m["Body"])["detail"]["requestId"]: json.loads(m["Body"]) for m in received}
     assert details["note-ok"]["detail-type"] == "AI Request Completed"
     assert details["note-ok"]["detail"]["resultLocation"].endswith("note-ok.json")
-    assert details["note-bad"]["detail-type"] == "AI Request Failed"
-    assert details["note-bad"]["detail"]["error"]["kind"] == "InvalidRequestError"
+    assert details[bad]["detail-type"] == "AI Request Failed"
+    assert details[bad]["detail"]["error"]["kind"] == "InvalidRequestError"
     assert pipeline.record("note-ok")["notifiedAt"]
 
 

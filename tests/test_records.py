@@ -4,7 +4,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from shared.errors import InvalidRequestError, TransientGatewayError
+from shared.errors import InvalidRequestError, TransientGatewayError, TransientStoreError
 from shared.records import MAX_INLINE_RESULT_BYTES, RecordStore, Status, split_for_item
 
 SOURCE = {"type": "sqs", "queue": "q", "messageId": "m-1"}
@@ -32,8 +32,10 @@ def store():
         yield RecordStore(table, ttl_days=30, clock=clock), clock
 
 
-def claim(store, request_id="r-1", lease=60):
-    return store.claim(request_id, source=SOURCE, lease_seconds=lease, metadata={"caller": "test"})
+def claim(store, request_id="r-1", lease=60, fingerprint="request-one"):
+    return store.claim(
+        request_id, source=SOURCE, lease_seconds=lease, metadata={"caller": "test"}, fingerprint=fingerprint
+    )
 
 
 def test_first_claim_creates_the_record(store):
@@ -102,3 +104,34 @@ def test_big_results_stay_out_of_the_item():
     assert not in_s3 and small["content"] == "short"
     big, in_s3 = split_for_item({"content": "x" * (MAX_INLINE_RESULT_BYTES + 1), "usage": {"inputTokens": 1}})
     assert in_s3 and "content" not in big and big["usage"] == {"inputTokens": 1}
+
+
+def test_only_the_same_request_takes_a_record_over(store):
+    records, clock = store
+    claim(records)
+    clock.now += 120  # the lease has expired
+    assert claim(records, fingerprint="another-request").outcome == "conflict"
+    assert claim(records).outcome == "claimed"
+    records.fail("r-1", TransientStoreError("throttled"), message="gave up after 3 attempts")
+    assert claim(records, fingerprint="another-request").outcome == "conflict"
+    assert records.get("r-1")["status"] == "FAILED"
+    assert claim(records).outcome == "claimed"  # a redrive of the same request
+
+
+def test_a_record_created_only_when_new(store):
+    records, _ = store
+    claim(records)
+    assert records.fail("r-1", InvalidRequestError("body", "unreadable"), create_only=True) is None
+    assert records.get("r-1")["status"] == "PROCESSING"
+    created = records.fail("m-1", InvalidRequestError("body", "unreadable"), create_only=True)
+    assert created["status"] == "FAILED"
+
+
+def test_a_redriven_record_will_be_announced_again(store):
+    records, _ = store
+    claim(records)
+    records.fail("r-1", TransientStoreError("throttled"), message="gave up after 3 attempts")
+    records.mark_notified("r-1")
+    assert records.get("r-1")["notifiedAt"]
+    assert claim(records).outcome == "claimed"
+    assert "notifiedAt" not in records.get("r-1")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 
@@ -97,19 +98,47 @@ class Settings(BaseModel):
             ]
             raise ConfigurationError("; ".join(problems)) from None
 
-    def token_provider(self) -> Callable[[], str]:
+    def token_provider(self) -> TokenSource:
         """Locally GATEWAY_TOKEN; in AWS the secret, through Powertools' cache (rotations are picked up)."""
         if self.local_token is not None:
-            return self.local_token.get_secret_value
+            return FixedToken(self.local_token)
         if not self.token_secret_arn:
             raise ConfigurationError(
                 "environment variable GATEWAY_TOKEN_SECRET_ARN (or GATEWAY_TOKEN): no gateway token is configured"
             )
-        secret_arn = self.token_secret_arn
+        return SecretToken(self.token_secret_arn)
 
-        def from_secret() -> str:
-            from aws_lambda_powertools.utilities import parameters  # only in AWS: keeps local imports light
 
-            return str(parameters.get_secret(secret_arn, max_age=TOKEN_SECRET_MAX_AGE_SECONDS)).strip()
+class TokenSource(Protocol):
+    """The gateway token, asked for on every request and never stored where it could be shown."""
 
-        return from_secret
+    def __call__(self) -> str: ...
+
+    def refresh(self) -> None:
+        """Forget any cached value: the gateway refused the token, which may have been rotated since."""
+
+
+@dataclass(frozen=True)
+class FixedToken:
+    value: SecretStr
+
+    def __call__(self) -> str:
+        return self.value.get_secret_value()
+
+    def refresh(self) -> None:
+        """Nothing to refresh: a token from the environment changes only with the deployment."""
+
+
+@dataclass(frozen=True)
+class SecretToken:
+    secret_arn: str
+
+    def __call__(self) -> str:
+        from aws_lambda_powertools.utilities import parameters  # only in AWS: keeps local imports light
+
+        return str(parameters.get_secret(self.secret_arn, max_age=TOKEN_SECRET_MAX_AGE_SECONDS)).strip()
+
+    def refresh(self) -> None:
+        from aws_lambda_powertools.utilities import parameters
+
+        parameters.get_secret(self.secret_arn, max_age=TOKEN_SECRET_MAX_AGE_SECONDS, force_fetch=True)

@@ -85,8 +85,11 @@ class ToolExecutionFailed(PipelineError):
     """The gateway's answer says a tool it ran for the request failed."""
 
 
-class GatewayAuthError(PermanentGatewayError):
-    """401 or 403: the token is missing, wrong or not allowed."""
+class GatewayAuthError(GatewayError):
+    """401 or 403 even with the token fetched anew: it is missing, wrong or not allowed. Retryable: the
+    request waits (its message kept, its record saying why) until the token is fixed, then goes through."""
+
+    retryable = True
 
 
 class GatewayNotFoundError(PermanentGatewayError):
@@ -102,6 +105,10 @@ class TransientGatewayError(GatewayError):
 
     retryable = True
     retry_after: float | None = None  # seconds, from a 429's Retry-After
+
+
+class RecordRefusedError(PipelineError):
+    """DynamoDB refused what the request would store (a number out of its range, say): retrying cannot help."""
 
 
 class TransientStoreError(PipelineError):

@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -37,6 +37,9 @@ from shared.models import (
     parse,
     to_wire,
 )
+
+if TYPE_CHECKING:
+    from shared.config import TokenSource
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ class GatewayClient:
         self,
         base_url: str,
         organisation: str,
-        token_provider: Callable[[], str],
+        token_provider: TokenSource | Callable[[], str],
         *,
         http: httpx.Client | None = None,
         retry: RetryPolicy | None = None,
@@ -152,6 +155,7 @@ class GatewayClient:
     ) -> ModelT:
         deadline = None if budget_seconds is None else self._clock() + budget_seconds
         last_error: GatewayError | None = None
+        token_refreshed = False
         for attempt in range(1, self._retry.max_attempts + 1):
             remaining = None if deadline is None else deadline - self._clock()
             if remaining is not None and remaining <= 0:
@@ -166,6 +170,12 @@ class GatewayClient:
             except GatewayError as error:
                 if meter is not None and (error.status in NOT_BILLED_STATUSES or error.not_sent):
                     meter.not_billed()
+                if isinstance(error, GatewayAuthError) and not token_refreshed:
+                    # The token may have been rotated since it was cached: fetch it anew, ask once more.
+                    token_refreshed = self._refresh_token()
+                    if token_refreshed:
+                        last_error = error
+                        continue
                 if not isinstance(error, TransientGatewayError):
                     raise
                 error.attempts = attempt
@@ -187,6 +197,14 @@ class GatewayClient:
         if last_error is None:
             last_error = TransientGatewayError(f"{method} {path}: no time left to call the gateway")
         raise last_error
+
+    def _refresh_token(self) -> bool:
+        refresh = getattr(self._token_provider, "refresh", None)
+        if refresh is None:
+            return False
+        logger.warning("the gateway refused the token: fetching it anew and asking once more")
+        refresh()
+        return True
 
     def _attempt(
         self,

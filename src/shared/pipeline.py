@@ -15,8 +15,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared import logs
-from shared.errors import ContractBreachError, InvalidRequestError, PipelineError, ToolExecutionFailed
-from shared.models import ChatRequest, ChatResponse, build_models, to_wire
+from shared.errors import (
+    ContractBreachError,
+    InvalidRequestError,
+    PipelineError,
+    RecordRefusedError,
+    ToolExecutionFailed,
+)
+from shared.models import ChatRequest, ChatResponse, build_models, parse, to_wire
 from shared.notifications import announce
 from shared.records import Status, split_for_item
 
@@ -87,13 +93,16 @@ class Pipeline:
 
     def run(self, job: Job, *, budget_seconds: float) -> Outcome:
         logs.bind(requestId=job.request_id)
-        claim = self.records.claim(
-            job.request_id,
-            source=job.source,
-            lease_seconds=budget_seconds + 30,
-            metadata=job.metadata,
-            fingerprint=job.fingerprint or job.request_id,
-        )
+        try:
+            claim = self.records.claim(
+                job.request_id,
+                source=job.source,
+                lease_seconds=budget_seconds + 30,
+                metadata=job.metadata,
+                fingerprint=job.fingerprint or job.request_id,
+            )
+        except RecordRefusedError as refused:  # recorded without what was refused
+            return self.fail(job.conflict_id or job.request_id, refused, source=job.source, create_only=True)
         if claim.outcome == "conflict":
             taken = InvalidRequestError(
                 "requestId", f"{job.request_id!r} belongs to another request; choose a requestId of its own"
@@ -107,6 +116,12 @@ class Pipeline:
             self.resume(claim.record)
             return Outcome(job.request_id, "SKIPPED")
         try:
+            # A later delivery (an earlier one crashed or failed to store after the gateway answered) finishes
+            # from the answer already in S3 instead of asking, and paying, again.
+            stored = self._stored_answer(job) if claim.attempts > 1 else None
+            if stored is not None:
+                model_id, response, latency = stored
+                return self._store(job, model_id, response, latency, answer_stored=True)
             request = job.build()
             started = self.clock()
             response = self.gateway.chat(
@@ -119,7 +134,7 @@ class Pipeline:
             self.telemetry.gateway_answered(request.model_id, latency, response.usage)
             # Storing is inside the try too: if it fails, the lease is given back (or the request recorded
             # as given up) instead of being held until it expires.
-            return self._store(job, request, response, latency)
+            return self._store(job, response.model or request.model_id, response, latency)
         except ContractBreachError as error:
             return self._keep_unreadable_answer(job, error)
         except PipelineError as error:
@@ -166,7 +181,18 @@ class Pipeline:
         else:
             self.records.release(job.request_id, error)
 
-    def _store(self, job: Job, request: ChatRequest, response: ChatResponse, latency: float) -> Outcome:
+    def _stored_answer(self, job: Job) -> tuple[str, ChatResponse, float] | None:
+        document = self.results.get_json(job.result_key)
+        if not document or document.get("requestId") != job.request_id or "answer" not in document:
+            return None  # none, another version's (an upload's key), or an unreadable answer's
+        logger.info("request %s: the gateway's answer is already stored; finishing from it", job.request_id)
+        response = parse(ChatResponse, document["answer"], root="response", lenient=True)
+        return str(document.get("modelId")), response, float(document.get("latencyMs") or 0) / 1000
+
+    def _store(
+        self, job: Job, model_id: str, response: ChatResponse, latency: float, *, answer_stored: bool = False
+    ) -> Outcome:
+        """The answer to S3 first (it is billed work: nothing after may lose it), then the record."""
         executions = [
             {
                 "executionId": t.execution_id,
@@ -178,7 +204,7 @@ class Pipeline:
         ]
         result = {
             "requestId": job.request_id,
-            "modelId": response.model or request.model_id,
+            "modelId": model_id,
             "pattern": response.pattern,
             "content": response.response.content,
             "toolUse": to_wire(response.tool_uses) or None,
@@ -187,21 +213,26 @@ class Pipeline:
             "gatewayRequestId": response.request_id,
             "latencyMs": round(latency * 1000),
         }
-        location = self.results.put_json(
-            job.result_key,
+        around = {"source": job.source, "metadata": job.metadata, "executions": executions}
+        if answer_stored:
+            location = self.results.uri(job.result_key)
+        else:
             # The whole answer too, fields the contract does not name included: it was billed.
-            {
-                **result,
-                "source": job.source,
-                "metadata": job.metadata,
-                "executions": executions,
-                "answer": to_wire(response),
-            },
-        )
+            document = {**result, **around, "answer": to_wire(response)}
+            location = self.results.put_json(job.result_key, document)
+        # The whole item counts toward DynamoDB's 400 KB: what goes around the result leaves it less room.
         fields, in_s3 = split_for_item(
-            {k: v for k, v in result.items() if v is not None and k != "requestId"}
+            {k: v for k, v in result.items() if v is not None and k != "requestId"}, reserved=around
         )
         fields.update(resultLocation=location, resultInS3Only=in_s3)
+        try:
+            return self._finish(job, response, executions, fields)
+        except RecordRefusedError as refused:  # the answer is in S3; the record says why it is not here
+            return self.fail(job.request_id, refused, extra={"resultLocation": location})
+
+    def _finish(
+        self, job: Job, response: ChatResponse, executions: list[dict[str, Any]], fields: dict[str, Any]
+    ) -> Outcome:
         failed_tools = response.failed_tools
         if failed_tools:
             reasons = "; ".join(f"{t.name or 'tool'}: {t.error or 'failed'}"[:500] for t in failed_tools)

@@ -87,8 +87,8 @@ def check_attachment_location(settings: Settings, bucket: str, key: str, field: 
     if not allowed or (own_bucket and key.startswith(settings.results_prefix)):
         raise InvalidRequestError(
             field,
-            f"attachment outside the allowed location (s3://{settings.results_bucket}/"
-            f"{settings.attachments_prefix}..., or a bucket in AttachmentBuckets)",
+            f"attachment outside the allowed location: s3://{bucket}/{key} (allowed: s3://"
+            f"{settings.results_bucket}/{settings.attachments_prefix}..., or a bucket in AttachmentBuckets)",
         )
 
 

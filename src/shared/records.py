@@ -7,6 +7,7 @@ a record FAILED only because retries ran out (retryable) can be claimed again, f
 
 from __future__ import annotations
 
+import decimal
 import json
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from shared.errors import (
     TRANSIENT_AWS_CODES,
     GatewayCallsExhaustedError,
     PipelineError,
+    RecordRefusedError,
     TransientStoreError,
     aws_error_code,
 )
@@ -133,7 +135,8 @@ class RecordStore:
             result = self._call(
                 self._table.update_item,
                 Key={"requestId": request_id},
-                UpdateExpression="SET " + ", ".join(sets) + " REMOVE #error",
+                # A re-opened record (a redrive) will end anew and be announced anew.
+                UpdateExpression="SET " + ", ".join(sets) + " REMOVE #error, notifiedAt",
                 ConditionExpression=(
                     "attribute_not_exists(requestId)"
                     " OR ((attribute_not_exists(fingerprint) OR fingerprint = :fingerprint) AND"
@@ -293,9 +296,17 @@ class RecordStore:
     def _call(operation: Any, **kwargs: Any) -> dict[str, Any]:
         try:
             return operation(**kwargs)
+        except decimal.DecimalException as error:  # boto3 checks DynamoDB's number range before sending
+            raise RecordRefusedError(
+                f"DynamoDB refused the record: a number out of its range ({error!r})"
+            ) from None
         except ClientError as error:
             if aws_error_code(error) in TRANSIENT_AWS_CODES:
                 raise TransientStoreError(f"DynamoDB {aws_error_code(error)}") from error
+            if aws_error_code(error) == "ValidationException":
+                # What the request would store is more than DynamoDB takes (over 400 KB, say): permanent.
+                message = error.response["Error"].get("Message")
+                raise RecordRefusedError(f"DynamoDB refused the record: {message}") from None
             raise
 
 
@@ -306,9 +317,11 @@ def _untyped(item: dict[str, Any]) -> dict[str, Any]:
     return {name: deserializer.deserialize(value) for name, value in item.items()}
 
 
-def split_for_item(result: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """The result fields to keep in the item: all of them, or none of the bulky ones when too big."""
-    if len(json.dumps(result, default=str).encode()) <= MAX_INLINE_RESULT_BYTES:
+def split_for_item(result: dict[str, Any], reserved: Any = None) -> tuple[dict[str, Any], bool]:
+    """The result fields to keep in the item: all of them, or none of the bulky ones when too big.
+    `reserved` is what else the item holds (source, metadata, executions): it counts toward the limit."""
+    room = MAX_INLINE_RESULT_BYTES - (len(json.dumps(reserved, default=str).encode()) if reserved else 0)
+    if len(json.dumps(result, default=str).encode()) <= room:
         return result, False
     slim = {k: v for k, v in result.items() if k not in ("content", "toolUse")}
     return slim, True

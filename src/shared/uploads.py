@@ -50,7 +50,7 @@ class Upload:
                 sequencer=obj.get("sequencer"),
                 event_name=record.get("eventName", ""),
             )
-        except (KeyError, TypeError) as missing:
+        except (KeyError, TypeError, AttributeError) as missing:
             raise InvalidRequestError(
                 "Records[].s3",
                 f"an S3 event record needs s3.bucket.name and s3.object.key (missing {missing})",
@@ -82,7 +82,9 @@ def uploads_in(body: dict[str, Any]) -> list[Upload]:
     if not isinstance(records, list):
         raise InvalidRequestError("body", "not an S3 event notification (no Records)")
     uploads = []
-    for record in records:
+    for index, record in enumerate(records):
+        if not isinstance(record, dict) or not isinstance(record.get("s3"), dict | None):
+            raise InvalidRequestError(f"Records.{index}", "an S3 event record must be a JSON object with s3")
         if record.get("eventSource") != "aws:s3":
             obj = (record.get("s3") or {}).get("object") or {}
             bucket = ((record.get("s3") or {}).get("bucket") or {}).get("name")
