@@ -191,8 +191,9 @@ def test_each_function_reaches_only_its_own_prefixes_and_buckets(deploy_stack):
 
     denied = "AccessDenied"
     expected_reads = {
-        "S3UploadFunction": {"incoming/a.png"},
-        "SqsRequestFunction": {"attachments/a.png"},
+        # The entry points read results for the answer a previous delivery stored (billed once).
+        "S3UploadFunction": {"incoming/a.png", "results/r/result.json"},
+        "SqsRequestFunction": {"attachments/a.png", "results/r/result.json"},
         "PollExecutionFunction": set(),
         "FinishRequestFunction": {"results/r/result.json"},
     }
@@ -312,3 +313,16 @@ def test_the_gateway_is_reached_over_https_only_loopback_excepted(url, accepted)
     else:
         with pytest.raises(TemplateError, match="GatewayBaseUrl"):
             template.parameter_values({"GatewayBaseUrl": url})
+
+
+def test_without_list_permission_a_missing_result_reads_as_absent(deploy_stack):
+    """No role may list the bucket, so S3 answers GetObject of a missing key with 403, not 404 (moto answers
+    404 whatever the role: here a role that may not read results gives S3's 403 for real). The entry points
+    look for a stored answer on every later delivery: a 403 there means "none stored", not a failure."""
+    from shared.results import ResultStore
+
+    stack = deploy_stack(start_pollers=False)
+    bucket = stack.physical_id("UploadsBucket")
+    no_read = stack.server.client("s3", stack.function_credentials["PollExecutionFunction"])
+    assert _outcome(no_read.get_object, Bucket=bucket, Key="results/none.json") == "AccessDenied"
+    assert ResultStore(no_read, bucket, "results/").get_json("results/none.json") is None
