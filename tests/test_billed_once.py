@@ -11,7 +11,6 @@ import random
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from shared.errors import RecordRefusedError, TransientStoreError
 from shared.gateway import GatewayClient, RetryPolicy
@@ -41,18 +40,10 @@ class FaultyRecords(RecordStore):
 
 
 @pytest.fixture
-def aws():
-    with mock_aws():
-        dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
-        table = dynamodb.create_table(
-            TableName="records",
-            KeySchema=[{"AttributeName": "requestId", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "requestId", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        yield table, s3
+def aws(records_table):
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    return records_table, s3
 
 
 def pipeline_with(aws, emulator, faults: list[Exception]) -> Pipeline:

@@ -275,3 +275,56 @@ def test_emulator_rejects_what_the_client_would_have_refused(emulator):
     assert reply.status_code == 400 and "stopSequences" in reply.text
     with pytest.raises(InvalidRequestError, match="stopSequences"):
         client_for(emulator).chat(body)
+
+
+class TricklingGateway:
+    """Answers 200 at once, then sends its JSON one byte every 0.2 s: every single read is quick, so only a
+    deadline on the whole call can end it."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                body = b'{"response": {"role": "assistant", "content": "' + b"x" * 200 + b'"}}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    for byte in body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        import threading
+
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_gateway_sending_a_byte_at_a_time_cannot_outlive_the_budget():
+    gateway = TricklingGateway()
+    try:
+        client = GatewayClient(gateway.url, "acme", lambda: "t", retry=RetryPolicy(max_attempts=1))
+        started = time.monotonic()
+        with pytest.raises(TransientGatewayError, match="still arriving at the deadline"):
+            client.chat(text_request(), budget_seconds=1.5)
+        # 45 s of trickle cut at the budget (plus at most one byte's wait).
+        assert time.monotonic() - started < 3.5
+    finally:
+        gateway.close()

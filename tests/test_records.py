@@ -1,8 +1,6 @@
 """The record store on moto's DynamoDB: claims, leases, forward-only status, and the size split."""
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from shared.errors import InvalidRequestError, TransientGatewayError, TransientStoreError
 from shared.records import MAX_INLINE_RESULT_BYTES, RecordStore, Status, split_for_item
@@ -19,17 +17,9 @@ class Clock:
 
 
 @pytest.fixture
-def store():
-    with mock_aws():
-        dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
-        table = dynamodb.create_table(
-            TableName="records",
-            KeySchema=[{"AttributeName": "requestId", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "requestId", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        clock = Clock()
-        yield RecordStore(table, ttl_days=30, clock=clock), clock
+def store(records_table):
+    clock = Clock()
+    return RecordStore(records_table, ttl_days=30, clock=clock), clock
 
 
 def claim(store, request_id="r-1", lease=60, fingerprint="request-one"):

@@ -54,3 +54,19 @@ def deploy_stack() -> Iterator[DeployStack]:
     yield deploy
     for stack in reversed(stacks):
         stack.close()
+
+
+@pytest.fixture
+def records_table() -> Iterator[Any]:
+    """A table shaped as template.yaml's ResultsTable, on moto in this process (for the domain's own tests)."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
+        yield dynamodb.create_table(
+            TableName="records",
+            KeySchema=[{"AttributeName": "requestId", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "requestId", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
