@@ -6,6 +6,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# checkov (tests/test_checkov.py) has a virtual environment of its own: its dependencies conflict with ours.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export AWS_DEFAULT_REGION ?= us-east-1
 export PYTHONDONTWRITEBYTECODE := 1
@@ -31,7 +34,15 @@ $(STAMP): requirements-dev.txt src/requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(CHECKOV_STAMP): requirements-checkov.txt
+	@if [ -z "$(PYTHON313)" ]; then echo "error: python3.13 not found on PATH or under pyenv (install it: pyenv install 3.13)" >&2; exit 1; fi
+	@echo "setting up $(CHECKOV_VENV) with $(PYTHON313)"
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON313) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $(CHECKOV_STAMP)
+
+setup: $(STAMP) $(CHECKOV_STAMP)
 
 run: $(STAMP)
 	$(PY) -m devtools.run $(if $(FILES),--files $(FILES)) $(if $(PROMPT),--prompt '$(subst ','\'',$(PROMPT))')
@@ -48,14 +59,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 # cfn-lint (serverless rules), sam validate --lint, sam validate and sam build: part of the test suite.
-template-check: $(STAMP)
-	$(PY) -m pytest tests/test_template.py
+template-check: $(STAMP) $(CHECKOV_STAMP)
+	$(PY) -m pytest tests/test_template.py tests/test_checkov.py
 
 # In parallel (pytest-xdist). Most of a test's time is waiting (visibility timeouts, state machine waits, the
 # emulator's latency): with two workers the two cores were busy 45 % of the time, with four about 80 %
 # (3 min 32 s and 2 min 29 s here). JOBS=0 runs the tests in this process, one after another.
 JOBS ?= 4
-test: $(STAMP) lint
+test: $(STAMP) $(CHECKOV_STAMP) lint
 	$(PY) -m pytest $(if $(filter 0,$(JOBS)),,-n $(JOBS)) $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -65,4 +76,4 @@ build: $(STAMP)
 	$(VENV)/bin/sam build --cached
 
 clean:
-	rm -rf $(VENV) .aws-sam out .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .aws-sam out .pytest_cache

@@ -368,10 +368,16 @@ def check_secret(stack, resource):
     secretsmanager = stack.client("secretsmanager")
     description = secretsmanager.describe_secret(SecretId=resource.physical_id)
     assert description["Description"] == resource.properties["Description"]
-    assert (
-        secretsmanager.get_secret_value(SecretId=resource.physical_id)["SecretString"]
-        == (resource.properties["SecretString"])
-    )
+    value = secretsmanager.get_secret_value(SecretId=resource.physical_id)["SecretString"]
+    if "SecretString" in resource.properties:
+        assert value == resource.properties["SecretString"]
+    else:  # GenerateSecretString
+        assert len(value) == int(resource.properties["GenerateSecretString"]["PasswordLength"])
+
+
+def check_secret_policy(stack, resource):
+    stored = stack.client("secretsmanager").get_resource_policy(SecretId=resource.physical_id)
+    assert json.loads(stored["ResourcePolicy"]) == resource.properties["ResourcePolicy"]
 
 
 def check_parameter(stack, resource):
@@ -404,6 +410,17 @@ def check_function(stack, resource):
         assert source.batch_size == int(event["Properties"]["BatchSize"])
         assert source.report_batch_item_failures is True
         assert source.maximum_concurrency == int(event["Properties"]["ScalingConfig"]["MaximumConcurrency"])
+
+
+def check_event_source_mapping(stack, resource):
+    properties = resource.properties
+    (function,) = [f for f in stack.functions.values() if f.name == properties["FunctionName"]]
+    source = function.events[resource.logical_id]
+    assert source.queue_arn == properties["EventSourceArn"]
+    assert source.batch_size == int(properties["BatchSize"])
+    assert source.maximum_batching_window_seconds == float(properties["MaximumBatchingWindowInSeconds"])
+    assert source.report_batch_item_failures is True
+    assert source.maximum_concurrency == int(properties["ScalingConfig"]["MaximumConcurrency"])
 
 
 def check_state_machine(stack, resource):
@@ -469,9 +486,11 @@ RESOURCE_CHECKS = {
     "AWS::SQS::QueuePolicy": check_queue_policy,
     "AWS::DynamoDB::Table": check_table,
     "AWS::SecretsManager::Secret": check_secret,
+    "AWS::SecretsManager::ResourcePolicy": check_secret_policy,
     "AWS::SSM::Parameter": check_parameter,
     "AWS::Serverless::Function": check_function,
     "AWS::Serverless::StateMachine": check_state_machine,
+    "AWS::Lambda::EventSourceMapping": check_event_source_mapping,
     "AWS::Logs::LogGroup": check_log_group,
     "AWS::CloudWatch::Alarm": check_alarm,
     "AWS::SNS::Topic": check_topic,

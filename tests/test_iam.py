@@ -132,9 +132,22 @@ def template_copy(tmp_path: Path, edit) -> Path:
     return copy
 
 
-def without_record_access(document) -> None:
-    policies = document["Resources"]["FinishRequestFunction"]["Properties"]["Policies"]
-    policies[:] = [p for p in policies if (p.get("Statement") or [{}])[0].get("Sid") != "RecordReadWrite"]
+def without_statement(function: str, sid: str):
+    """An edit that removes the statement `sid` from the function's policies (found, or the test is wrong)."""
+
+    def edit(document) -> None:
+        removed = 0
+        for policy in document["Resources"][function]["Properties"]["Policies"]:
+            if isinstance(policy, dict) and isinstance(policy.get("Statement"), list):
+                kept = [s for s in policy["Statement"] if s.get("Sid") != sid]
+                removed += len(policy["Statement"]) - len(kept)
+                policy["Statement"] = kept
+        assert removed == 1, f"{function} has no statement {sid}"
+
+    return edit
+
+
+without_record_access = without_statement("FinishRequestFunction", "RecordReadWrite")
 
 
 def finish_event() -> dict:
@@ -158,8 +171,15 @@ def test_the_same_run_passes_the_check_with_the_template_as_it_is(deploy_stack):
 
 
 def without_delay_retries(document) -> None:
-    policies = document["Resources"]["SqsRequestFunction"]["Properties"]["Policies"]
-    policies[:] = [p for p in policies if (p.get("Statement") or [{}])[0].get("Sid") != "DelayRetries"]
+    """The queue statement without sqs:ChangeMessageVisibility (receive and delete kept)."""
+    (statement,) = [
+        s
+        for p in document["Resources"]["SqsRequestFunction"]["Properties"]["Policies"]
+        if isinstance(p, dict) and isinstance(p.get("Statement"), list)
+        for s in p["Statement"]
+        if s.get("Sid") == "OwnQueue"
+    ]
+    statement["Action"] = [a for a in statement["Action"] if a != "sqs:ChangeMessageVisibility"]
 
 
 def test_without_its_change_message_visibility_statement_the_queue_function_cannot_delay_a_retry(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from devtools.embedded_aws.roles import MANAGED_POLICY_PREFIX, managed_policy_document, translate, versioned
@@ -10,7 +11,9 @@ from devtools.embedded_aws.template import Template
 
 ROOT = Path(__file__).resolve().parents[1]
 # What SAM adds besides the resources the template names, by type; each is checked below in its own way.
-GENERATED_TYPES = {"AWS::IAM::Role", "AWS::Lambda::EventSourceMapping"}
+# (The event source mappings are the template's own resources: SAM's SQS events would attach a managed
+# policy with sqs actions on "*".)
+GENERATED_TYPES = {"AWS::IAM::Role"}
 # SAM's resource types and what they become in CloudFormation.
 TRANSLATED_TYPE = {
     "AWS::Serverless::Function": "AWS::Lambda::Function",
@@ -41,11 +44,11 @@ def test_the_embedded_aws_created_what_sams_translation_of_template_yaml_creates
         k: r["Properties"] for k, r in translated.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"
     }
     sources = {
-        f"{function.logical_id}{name}": source
+        name if name in translated else f"{function.logical_id}{name}": source
         for function in stack.functions.values()
         for name, source in function.events.items()
     }
-    assert set(sources) == set(mappings)
+    assert set(sources) == set(mappings) and mappings
     for logical_id, mapping in mappings.items():
         source = sources[logical_id]
         assert stack.attribute(mapping["EventSourceArn"]["Fn::GetAtt"][0], "Arn") == source.queue_arn
@@ -122,5 +125,9 @@ def _resolve(stack, value):
         names |= {"AWS::Partition": "aws", "AWS::Region": stack.region, "AWS::AccountId": stack.account_id}
         for name, replacement in names.items():
             text = text.replace("${" + name + "}", str(replacement))
+        # The template's own names: ${Resource} (its Ref), ${Resource.Attribute}, ${Parameter}.
+        for name in re.findall(r"\$\{([A-Za-z0-9.]+)\}", text):
+            target = {"Fn::GetAtt": name.split(".", 1)} if "." in name else {"Ref": name}
+            text = text.replace("${" + name + "}", str(_resolve(stack, target)))
         return text
     return {key: _resolve(stack, item) for key, item in value.items()}

@@ -10,6 +10,7 @@ from devtools.embedded_aws.resources import (
     ResourceType,
     S3Bucket,
     S3BucketPolicy,
+    SecretsManagerResourcePolicy,
     SecretsManagerSecret,
     SnsTopic,
     SqsQueue,
@@ -17,7 +18,11 @@ from devtools.embedded_aws.resources import (
     SsmParameter,
     UnsupportedResourceTypeError,
 )
-from devtools.embedded_aws.serverless import ServerlessFunction, ServerlessStateMachine
+from devtools.embedded_aws.serverless import (
+    LambdaEventSourceMapping,
+    ServerlessFunction,
+    ServerlessStateMachine,
+)
 
 RESOURCE_TYPES: dict[str, ResourceType] = {
     resource_type.type_name: resource_type
@@ -28,6 +33,7 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
         SqsQueuePolicy(),
         DynamoDbTable(),
         SecretsManagerSecret(),
+        SecretsManagerResourcePolicy(),
         SsmParameter(),
         LogsLogGroup(),
         CloudWatchAlarm(),
@@ -35,6 +41,7 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
         EventsEventBus(),
         ServerlessFunction(),
         ServerlessStateMachine(),
+        LambdaEventSourceMapping(),
     )
 }
 

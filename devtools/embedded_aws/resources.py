@@ -343,6 +343,27 @@ class SecretsManagerSecret(ResourceType):
         return CreatedResource(arn, {"Id": arn})
 
 
+class SecretsManagerResourcePolicy(ResourceType):
+    type_name = "AWS::SecretsManager::ResourcePolicy"
+    applied = frozenset({"SecretId", "ResourcePolicy", "BlockPublicPolicy"})
+    required = frozenset({"SecretId", "ResourcePolicy"})
+
+    def create(self, context: DeployContext, logical_id: str, properties: dict[str, Any]) -> CreatedResource:
+        # Stored (moto does not evaluate secret policies; see README "The local AWS").
+        call(
+            context.client("secretsmanager"),
+            "PutResourcePolicy",
+            SecretId=properties["SecretId"],
+            ResourcePolicy=json.dumps(properties["ResourcePolicy"]),
+            **(
+                {"BlockPublicPolicy": properties["BlockPublicPolicy"]}
+                if "BlockPublicPolicy" in properties
+                else {}
+            ),
+        )
+        return CreatedResource(properties["SecretId"])
+
+
 def _generated_secret(secretsmanager: Any, generate: Mapping[str, Any]) -> str:
     options = {
         key: value

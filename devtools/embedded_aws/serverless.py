@@ -99,7 +99,10 @@ class ServerlessFunction(ResourceType):
             "Policies",  # through the role SAM generates (devtools.embedded_aws.roles)
         }
     )
-    ignored = {"PermissionsBoundary": "moto does not enforce permissions boundaries"}
+    ignored = {
+        "PermissionsBoundary": "moto does not enforce permissions boundaries",
+        "KmsKeyArn": "the environment reaches the function process as plain variables; KMS is not emulated",
+    }
     required = frozenset({"Handler", "Runtime", "CodeUri"})
 
     def create(self, context: DeployContext, logical_id: str, properties: dict[str, Any]) -> CreatedResource:
@@ -235,6 +238,51 @@ def _event_source(
         maximum_concurrency=int(maximum_concurrency or DEFAULT_SQS_CONCURRENCY),
         enabled=str(properties.get("Enabled", "true")).lower() == "true",
     )
+
+
+class LambdaEventSourceMapping(ResourceType):
+    """An SQS event source mapping written as a resource, not as a SAM `Events` entry: SAM's SQS event attaches
+    AWSLambdaSQSQueueExecutionRole (sqs actions on "*") to the function's role; with the resource, the role
+    holds only what the template grants. Polled like a SAM SQS event (devtools.embedded_aws.sqs_poller)."""
+
+    type_name = "AWS::Lambda::EventSourceMapping"
+    applied = frozenset(
+        {
+            "FunctionName",
+            "EventSourceArn",
+            "BatchSize",
+            "MaximumBatchingWindowInSeconds",
+            "FunctionResponseTypes",
+            "ScalingConfig",
+            "Enabled",
+        }
+    )
+    required = frozenset({"FunctionName", "EventSourceArn"})
+
+    def create(self, context: DeployContext, logical_id: str, properties: dict[str, Any]) -> CreatedResource:
+        function_name = properties["FunctionName"]
+        functions = [f for f in context.functions.values() if function_name in (f.name, f.arn)]
+        if not functions:
+            raise UnsupportedPropertyError(
+                f"{logical_id}: FunctionName {function_name} is not a function of this stack"
+            )
+        function = functions[0]
+        if ":sqs:" not in properties["EventSourceArn"]:
+            raise UnsupportedPropertyError(f"{logical_id}: only SQS event sources are supported")
+        event = {
+            "Type": "SQS",
+            "Properties": {
+                "Queue" if key == "EventSourceArn" else key: value
+                for key, value in properties.items()
+                if key != "FunctionName"
+            },
+        }
+        # Keyed by the mapping's logical id, as SAM names the mapping it generates `<Function><Event>`.
+        function.events[logical_id] = _event_source(
+            context, function.logical_id, logical_id, event, function.timeout
+        )
+        uuid = context.physical_name(logical_id, 36, lowercase=True)
+        return CreatedResource(uuid, {"EventSourceMappingId": uuid})
 
 
 class ServerlessStateMachine(ResourceType):

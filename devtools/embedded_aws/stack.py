@@ -40,6 +40,7 @@ from devtools.embedded_aws.template import (
     Template,
     TemplateError,
     creation_order,
+    generated_role_owner,
 )
 from devtools.function_worker import FunctionSpec
 
@@ -399,6 +400,11 @@ class DeployedStack:
     # --- internals ------------------------------------------------------------------------------------------
 
     def _resource(self, logical_id: str) -> DeployedResource:
+        owner = generated_role_owner(self.template, logical_id)
+        if logical_id not in self.resources and owner is not None and self.roles is not None:
+            # SAM's generated role, referred to by the template (e.g. in a resource policy): made with its owner.
+            arn = self.roles.role_arn(owner)
+            return DeployedResource(logical_id, "AWS::IAM::Role", self.roles.names[owner], {"Arn": arn}, {})
         if logical_id not in self.resources:
             if logical_id in self.template.resources:
                 raise TemplateError(

@@ -399,6 +399,10 @@ class Resolver:
         if len(parts) != 2:
             raise TemplateError(f"Fn::GetAtt needs [resource, attribute], got {argument!r}")
         logical_id, attribute = parts[0], self.resolve(parts[1])
+        if (owner := generated_role_owner(self.template, logical_id)) is not None:
+            if not self.is_included(owner):
+                raise TemplateError(f"Fn::GetAtt {logical_id}: {owner}'s condition is false")
+            return logical_id, attribute
         if logical_id not in self.template.resources:
             raise TemplateError(f"Fn::GetAtt {logical_id}.{attribute}: no such resource")
         if not self.is_included(logical_id):
@@ -481,6 +485,20 @@ class Resolver:
     def _add_resource(self, name: str, found: set[str]) -> None:
         if name in self.template.resources:
             found.add(name)
+        elif (owner := generated_role_owner(self.template, name)) is not None:
+            found.add(owner)  # the role SAM generates is made with its function or state machine
+
+
+# SAM's resource types whose generated `<LogicalId>Role` a template may refer to.
+ROLE_OWNER_TYPES = frozenset({"AWS::Serverless::Function", "AWS::Serverless::StateMachine"})
+
+
+def generated_role_owner(template: Template, name: str) -> str | None:
+    """The function or state machine whose SAM-generated role is `name` (`<LogicalId>Role`), if any."""
+    owner = name.removesuffix("Role")
+    if owner != name and template.resources.get(owner, {}).get("Type") in ROLE_OWNER_TYPES:
+        return owner
+    return None
 
 
 def creation_order(dependencies: Mapping[str, Iterable[str]]) -> list[str]:

@@ -46,7 +46,8 @@ class ResultStore:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            # No role may list the bucket (least privilege), and then S3 answers a missing key with 403.
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "AccessDenied", "403"):
                 return None
             raise
         return json.loads(body)
