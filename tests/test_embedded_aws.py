@@ -973,7 +973,8 @@ def test_invoke_runs_the_handler_with_the_stacks_environment_and_a_lambda_contex
     assert result["function_name"] == stack.physical_id("EchoFunction")
     assert result["invoked_function_arn"] == stack.attribute("EchoFunction", "Arn")
     assert result["memory_limit_in_mb"] == "256"
-    assert 6000 < result["remaining_ms"] <= 7000  # the function's Timeout is 7 s
+    # The function's Timeout is 7 s (not the 3 s default): a cold process on a loaded machine takes a few s.
+    assert 3000 < result["remaining_ms"] <= 7000
     assert result["price"] == 1.5  # Decimal marshalled as a number, as Lambda's runtime does
     assert stack.function_environments["EchoFunction"]["WORK_QUEUE_URL"] == stack.physical_id("WorkQueue")
 
