@@ -101,6 +101,7 @@ class Request:
     variant: str
     valid: bool
     request_id: str | None = None  # queued: the requestId, or the SQS message id once sent
+    message_id: str | None = None  # queued: the SQS message id (an unreadable message's record is under it)
     key: str | None = None  # upload: the S3 key
     expected_reason: str | None = None  # invalid ones: words the FAILED message must contain
 
@@ -221,7 +222,8 @@ def account_for(plan: Plan, records: list[dict[str, Any]]) -> Account:
                 account.several_records.append(request.label)
             record = found[0] if found else None
         else:
-            record = by_id.get(request.request_id or "")
+            # A message that cannot be read is recorded under its message id, whatever requestId it names.
+            record = by_id.get(request.request_id or "") or by_id.get(request.message_id or "")
         status = (record or {}).get("status")
         if status not in TERMINAL:
             account.lost.append(f"{request.label} ({status or 'no record'})")
@@ -308,6 +310,7 @@ def send_all(pipeline: Pipeline, plan: Plan) -> None:
             pipeline.upload(request.key or "", upload_bytes(request))
             continue
         message_id = pipeline.send(queued_body(request, pipeline.bucket))
+        request.message_id = message_id
         if request.request_id is None:
             request.request_id = message_id  # recorded under the message id
 
