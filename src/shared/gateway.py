@@ -169,9 +169,7 @@ class GatewayClient:
                 except GatewayCallsExhaustedError as exhausted:
                     raise GatewayCallsExhaustedError(exhausted.calls, last_error) from None
             try:
-                return self._attempt_counted(
-                    method, path, model, remaining, correlation_id, headers, content, token, meter
-                )
+                return self._attempt(method, path, model, remaining, correlation_id, headers, content, token)
             except GatewayError as error:
                 if meter is not None and (error.status in NOT_BILLED_STATUSES or error.not_sent):
                     meter.not_billed()
@@ -199,31 +197,14 @@ class GatewayClient:
                     delay,
                 )
                 self._sleep(delay)
+            except Exception:
+                # The request never went out whole (its body's source failed, say): nothing was billed.
+                if meter is not None:
+                    meter.not_billed()
+                raise
         if last_error is None:
             last_error = TransientGatewayError(f"{method} {path}: no time left to call the gateway")
         raise last_error
-
-    def _attempt_counted(
-        self,
-        method: str,
-        path: str,
-        model: type[ModelT],
-        remaining: float | None,
-        correlation_id: str | None,
-        headers: dict[str, str] | None,
-        content: Any,
-        token: str,
-        meter: CallMeter | None,
-    ) -> ModelT:
-        try:
-            return self._attempt(method, path, model, remaining, correlation_id, headers, content, token)
-        except GatewayError:
-            raise  # counted or given back by the caller, by what the gateway said
-        except Exception:
-            # The request never went out whole (its body's source failed, say): nothing was billed.
-            if meter is not None:
-                meter.not_billed()
-            raise
 
     def _refresh_token(self) -> bool:
         refresh = getattr(self._token_provider, "refresh", None)
