@@ -69,3 +69,28 @@ def test_requests_and_failures_by_kind_carry_their_own_dimensions(emitted):
     assert declared(failed)[1] == [["FailureKind", "service"]]
     assert failed["FailureKind"] == "UnsupportedMediaError" and failed["RequestsFailed"] == [1.0]
     assert declared(completed)[1:] == ([["service"]], {"RequestsCompleted": "Count"})
+
+
+def test_a_refused_token_is_a_metric_that_its_alarm_watches(emitted):
+    import yaml
+
+    from tests.plugins.aws import TEMPLATE
+
+    Telemetry().gateway_token_refused()
+    [line] = emitted()
+    namespace, dimensions, units = declared(line)
+    assert units == {"GatewayTokenRefused": "Count"} and dimensions == [["service"]]
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)  # CloudFormation's short tags
+    template = yaml.load(TEMPLATE.read_text(), Loader=Loader)
+    alarm = template["Resources"]["GatewayTokenRefusedAlarm"]["Properties"]
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == (
+        variables["POWERTOOLS_METRICS_NAMESPACE"],
+        "GatewayTokenRefused",
+    )
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": variables["POWERTOOLS_SERVICE_NAME"]}]
+    assert namespace == variables["POWERTOOLS_METRICS_NAMESPACE"]

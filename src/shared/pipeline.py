@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from shared import logs
 from shared.errors import (
     ContractBreachError,
+    GatewayAuthError,
     InvalidRequestError,
     PipelineError,
     RecordRefusedError,
@@ -140,6 +141,8 @@ class Pipeline:
         except PipelineError as error:
             if not error.retryable:
                 return self.fail(job.request_id, error)
+            if isinstance(error, GatewayAuthError):
+                self.telemetry.gateway_token_refused()  # GatewayTokenRefusedAlarm
             self._give_back(job, error)
             raise
         except Exception as error:

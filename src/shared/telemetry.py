@@ -33,6 +33,10 @@ class Telemetry:
     def request_received(self, entry_point: str) -> None:
         self._emit({"Requests": (MetricUnit.Count, 1)}, {"EntryPoint": entry_point})
 
+    def gateway_token_refused(self) -> None:
+        """The gateway refused the token even fetched anew: every request waits until it is fixed."""
+        self._emit({"GatewayTokenRefused": (MetricUnit.Count, 1)}, {})
+
     def upload_refused(self) -> None:
         """An upload event named an object outside the input prefix of the stack's bucket."""
         self._emit({"UploadsRefused": (MetricUnit.Count, 1)}, {})
