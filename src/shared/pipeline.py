@@ -54,8 +54,11 @@ class Job:
     metadata: dict[str, Any] | None = None
     # What the request is (a digest of its message, or the upload's identity): a record is taken over only
     # by the same request. And where a request that finds its requestId taken is recorded instead.
-    fingerprint: str = ""
+    fingerprint: str = ""  # empty: the requestId itself (an upload's names its content)
     conflict_id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.fingerprint = self.fingerprint or self.request_id
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ class Pipeline:
                 source=job.source,
                 lease_seconds=budget_seconds + 30,
                 metadata=job.metadata,
-                fingerprint=job.fingerprint or job.request_id,
+                fingerprint=job.fingerprint,
             )
         except RecordRefusedError as refused:  # recorded without what was refused
             return self.fail(job.conflict_id or job.request_id, refused, source=job.source, create_only=True)
@@ -186,8 +189,7 @@ class Pipeline:
 
     def _stored_answer(self, job: Job) -> tuple[str, ChatResponse, float] | None:
         document = self.results.get_json(job.result_key)
-        fingerprint = job.fingerprint or job.request_id
-        if not document or "answer" not in document or document.get("fingerprint") != fingerprint:
+        if not document or "answer" not in document or document.get("fingerprint") != job.fingerprint:
             return None  # none, an unreadable answer's, or another request's that had the same requestId
         logger.info("request %s: the gateway's answer is already stored; finishing from it", job.request_id)
         response = parse(ChatResponse, document["answer"], root="response", lenient=True)
@@ -223,8 +225,7 @@ class Pipeline:
         else:
             # The whole answer too, fields the contract does not name included: it was billed. The
             # fingerprint says which request it answers, should a later one reuse the requestId.
-            fingerprint = job.fingerprint or job.request_id
-            document = {**result, **around, "answer": to_wire(response), "fingerprint": fingerprint}
+            document = {**result, **around, "answer": to_wire(response), "fingerprint": job.fingerprint}
             location = self.results.put_json(job.result_key, document)
         # The whole item counts toward DynamoDB's 400 KB: what goes around the result leaves it less room.
         fields, in_s3 = split_for_item(

@@ -12,7 +12,6 @@ from shared.messages import RequestMessage
 from shared.models import ChatRequest, parse
 from shared.pipeline import Job, Outcome
 from shared.request_builder import (
-    Limits,
     build_chat_request,
     check_inline_text,
     check_model_allowed,
@@ -56,7 +55,7 @@ def build_queued_request(rt: Runtime, parsed: RequestMessage) -> ChatRequest:
     if named_model is not None:
         field = "request.modelId" if parsed.request is not None else "modelId"
         check_model_allowed(named_model, settings.allowed_model_ids, field)
-    limits = Limits(settings.max_request_bytes, settings.max_inline_text_bytes)
+    limits = rt.limits
     items = []
     seen: set[str] = set()
     for index, attachment in enumerate(parsed.attachments):

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from shared.notifications import Notifier
     from shared.pipeline import Pipeline
     from shared.records import RecordStore
+    from shared.request_builder import Limits
     from shared.results import ResultStore
     from shared.routing import RoutingRules
     from shared.telemetry import Telemetry
@@ -64,6 +65,12 @@ class Runtime:
             retry=retry,
             max_request_bytes=s.max_request_bytes,
         )
+
+    @cached_property
+    def limits(self) -> Limits:
+        from shared.request_builder import Limits
+
+        return Limits(self.settings.max_request_bytes, self.settings.max_inline_text_bytes)
 
     @cached_property
     def image_allowlist(self) -> UrlAllowlist:

@@ -14,7 +14,7 @@ from shared.batch import SqsMessage
 from shared.errors import InvalidRequestError
 from shared.models import ChatRequest
 from shared.pipeline import Job, Outcome
-from shared.request_builder import Limits, build_chat_request, check_model_allowed, prepare
+from shared.request_builder import build_chat_request, check_model_allowed, prepare
 from shared.sources import S3Source
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def overrides_from(metadata: dict[str, str]) -> tuple[str | None, str | None]:
 
 def build_upload_request(rt: Runtime, source: S3Source) -> ChatRequest:
     # HEAD first: an oversize object is refused before any byte is read.
-    item = prepare(source, limits=Limits(rt.settings.max_request_bytes, rt.settings.max_inline_text_bytes))
+    item = prepare(source, limits=rt.limits)
     rule_name, settings = rt.routing_rules.choose(source.key, item.detected.kind)
     prompt_override, model_override = overrides_from(source.user_metadata)
     if model_override is not None:
