@@ -18,6 +18,7 @@ from devtools.embedded_aws.aws_api import call, tag_list, tag_map
 from devtools.embedded_aws.template import TemplateError
 
 if TYPE_CHECKING:
+    from devtools.embedded_aws.event_rules import RulesCreated
     from devtools.embedded_aws.serverless import FunctionInfo
 
 
@@ -51,6 +52,7 @@ class DeployContext:
     # seconds instead of the template's minutes. None keeps the template's values.
     visibility_timeout_override: int | None = None
     functions: dict[str, FunctionInfo] = field(default_factory=dict)  # filled by the function creator
+    event_rules: RulesCreated = field(default_factory=lambda: _rules_created())  # filled by the rule creators
     _service_roles: dict[str, str] = field(default_factory=dict)
 
     def physical_name(self, logical_id: str, max_length: int, lowercase: bool = False) -> str:
@@ -67,6 +69,12 @@ class DeployContext:
         region = self.region if region is None else region
         account = self.account_id if account is None else account
         return f"arn:{self.partition}:{service}:{region}:{account}:{resource}"
+
+
+def _rules_created() -> RulesCreated:
+    from devtools.embedded_aws.event_rules import RulesCreated  # it builds on this module
+
+    return RulesCreated()
 
 
 class ResourceType:
