@@ -262,6 +262,7 @@ class DeployedStack:
             region=self.region,
             account_id=self.account_id,
             sqs_as_function=lambda logical_id: self.client("sqs", as_function=logical_id),
+            events_client=self.client("events"),
         )
         machines = set(self._state_machine_arns())
 

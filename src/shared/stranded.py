@@ -36,6 +36,7 @@ class StrandedError(PipelineError):
 class Settled:
     request_id: str
     record: dict[str, Any] | None  # the FAILED record when this call ended it; None when it had moved on
+    status: str | None  # the record's status now (None: there is no record)
 
 
 def fail_poller(
@@ -57,7 +58,7 @@ def fail_poller(
     current = record or records.get(request_id)
     if current is not None and (attempt is None or current.get("attempts") == attempt):
         announce(current, notifier, records)
-    return Settled(request_id, record)
+    return Settled(request_id, record, None if current is None else current.get("status"))
 
 
 def sweep(
