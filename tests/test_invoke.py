@@ -215,7 +215,7 @@ S3_EVENT = event("s3_put.json")
         (
             "FinishRequestFunction",
             {"requestId": "r", "executions": "all"},
-            "FinishRequestFunction takes the poller's end {'requestId'",
+            "FinishRequestFunction takes the poller's state {'requestId'",
         ),
         ("S3UploadFunction", [1, 2], "S3UploadFunction takes an SQS event {'Records'"),
     ],

@@ -102,6 +102,7 @@ class EventRouter:
         account_id: str,
         sqs_as_function: Callable[[str], Any],
         events_client: Any,
+        deployer_sqs: Any,
         retry_delays: tuple[float, ...] = LOCAL_ASYNC_RETRY_DELAYS,
     ) -> None:
         self._created = created
@@ -110,6 +111,7 @@ class EventRouter:
         self._account_id = account_id
         self._sqs_as_function = sqs_as_function
         self._events = events_client
+        self._deployer_sqs = deployer_sqs
         self._retry_delays = retry_delays
         self._lock = threading.Lock()
         self._pending = 0
@@ -252,9 +254,11 @@ class EventRouter:
                 "errorMessage": invocation.error.error_message,
             },
         }
-        sqs = self._sqs_as_function(function)
-        queue_url = sqs.get_queue_url(QueueName=config.on_failure.rsplit(":", 1)[-1])["QueueUrl"]
-        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(record))
+        # Found by the deployer (Lambda knows the queue by its ARN); sent as the function (Lambda uses its role).
+        queue_url = self._deployer_sqs.get_queue_url(QueueName=config.on_failure.rsplit(":", 1)[-1])[
+            "QueueUrl"
+        ]
+        self._sqs_as_function(function).send_message(QueueUrl=queue_url, MessageBody=json.dumps(record))
 
     def _function_for(self, arn: str) -> str | None:
         for logical_id, runtime in self._runtimes.items():

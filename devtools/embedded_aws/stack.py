@@ -263,6 +263,7 @@ class DeployedStack:
             account_id=self.account_id,
             sqs_as_function=lambda logical_id: self.client("sqs", as_function=logical_id),
             events_client=self.client("events"),
+            deployer_sqs=self.client("sqs"),
         )
         machines = set(self._state_machine_arns())
 
