@@ -232,11 +232,13 @@ class RecordStore:
         create_only: bool = False,
         allowed_from: tuple[Status, ...] = (Status.PROCESSING, Status.WAITING_FOR_TOOLS),
         expected: dict[str, Any] | None = None,
+        create: bool = True,
     ) -> dict[str, Any] | None:
         """Records FAILED (and returns the record), creating it if the request never got as far as a claim;
         None when the record had already ended. `create_only`: only a new record, never one that exists
         (for a message that could not be read: whatever id it names, it touches no other request).
-        `expected`: attributes the record must hold (its attempt, say), or it is left alone."""
+        `expected`: attributes the record must hold (its attempt, say), or it is left alone. `create=False`:
+        only a record that exists."""
         fields: dict[str, Any] = {
             "status": Status.FAILED.value,
             "error": error_fields(error, message),
@@ -248,7 +250,7 @@ class RecordStore:
             request_id,
             fields,
             allowed_from=() if create_only else allowed_from,
-            create=expected is None,
+            create=create and expected is None,
             remove=("leaseUntil",),
             expected=expected,
         )

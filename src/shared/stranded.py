@@ -52,7 +52,9 @@ def fail_poller(
     ended (by the poller itself, a retry of this step, a later attempt) is only announced if it was not yet."""
     error = PollerFailedError(message)
     expected = None if attempt is None else {"attempts": attempt}
-    record = records.fail(request_id, error, allowed_from=(Status.WAITING_FOR_TOOLS,), expected=expected)
+    record = records.fail(
+        request_id, error, allowed_from=(Status.WAITING_FOR_TOOLS,), expected=expected, create=False
+    )
     if record is not None:
         telemetry.request_failed(error.kind)
     current = record or records.get(request_id)
