@@ -27,6 +27,8 @@ from moto.stepfunctions.parser.asl.component.state import state as asl_state
 from moto.stepfunctions.parser.backend.execution import Execution
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
+from devtools.embedded_aws.distributed_map import distributed_map_fixes
+
 _original_start_execution = StepFunctionsParserBackend.start_execution
 _original_start_execution_details = Execution.get_start_execution_details
 _original_state_data = asl_state.StateData
@@ -147,8 +149,13 @@ def _arn(response: Any, service: str, resource: str) -> str:
 
 
 def _dynamodb_resource(response: Any) -> str:
-    table = _json_body(response).get("TableName")
-    return _arn(response, "dynamodb", f"table/{table}") if table else "*"
+    body = _json_body(response)
+    table = body.get("TableName")
+    if not table:
+        return "*"
+    # A Query or Scan of an index is checked against the index's ARN, as in AWS.
+    index = f"/index/{body['IndexName']}" if body.get("IndexName") else ""
+    return _arn(response, "dynamodb", f"table/{table}{index}")
 
 
 def _stepfunctions_resource(response: Any) -> str:
@@ -390,4 +397,5 @@ def moto_fixes() -> list[Any]:
         mock.patch.object(
             S3Backend, "copy_object", _checking_key_length(S3Backend.copy_object, "dest_key_name", 2)
         ),
+        *distributed_map_fixes(),
     ]

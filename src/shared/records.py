@@ -105,11 +105,13 @@ class RecordStore:
         lease_seconds: float,
         metadata: dict[str, Any] | None,
         fingerprint: str,
+        attributes: dict[str, str] | None = None,
     ) -> Claim:
         """Takes the record for one attempt: creates it, or takes over an expired lease, or re-opens a
         record that failed only because retries ran out. Otherwise says why not. `fingerprint` names the
         request's content: only the same request (a redelivery, a redrive, the same message sent again) may
-        take over a record, never another one that reuses its requestId."""
+        take over a record, never another one that reuses its requestId. `attributes`: top-level string
+        attributes the table's indexes read (shared.record_index), set when the record is made."""
         now = self._clock()
         values = {
             ":processing": Status.PROCESSING.value,
@@ -138,6 +140,11 @@ class RecordStore:
         if metadata:
             sets.append("metadata = :metadata")
             values[":metadata"] = to_dynamo(metadata)
+        names = {"#status": "status", "#source": "source", "#error": "error"}
+        for index, (name, value) in enumerate((attributes or {}).items()):
+            names[f"#index{index}"] = name
+            values[f":index{index}"] = value
+            sets.append(f"#index{index} = if_not_exists(#index{index}, :index{index})")
         try:
             result = self._call(
                 self._table.update_item,
@@ -150,7 +157,7 @@ class RecordStore:
                     " ((#status = :processing AND leaseUntil < :now_epoch)"
                     " OR (#status = :failed AND #error.retryable = :true)))"
                 ),
-                ExpressionAttributeNames={"#status": "status", "#source": "source", "#error": "error"},
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",

@@ -79,11 +79,15 @@ class Runtime:
         return UrlAllowlist(self.settings.image_download_allowed_urls)
 
     @cached_property
+    def table(self) -> Any:
+        """The results table (boto3's resource layer)."""
+        return boto3.resource("dynamodb", config=AWS_CONFIG).Table(self.settings.results_table)
+
+    @cached_property
     def records(self) -> RecordStore:
         from shared.records import RecordStore
 
-        table = boto3.resource("dynamodb", config=AWS_CONFIG).Table(self.settings.results_table)
-        return RecordStore(table, ttl_days=self.settings.record_ttl_days)
+        return RecordStore(self.table, ttl_days=self.settings.record_ttl_days)
 
     @cached_property
     def results(self) -> ResultStore:
