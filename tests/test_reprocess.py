@@ -5,10 +5,29 @@ from __future__ import annotations
 
 import json
 
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from devtools.emulator import GatewayEmulator
 from devtools.reprocess_run import reprocess, run_records
-from tests.plugins.pipeline import Pipeline
+from tests.plugins.pipeline import Pipeline, emulator_gateway, pipeline_parameters
 
 TEXTS = ("notes.txt", "data.csv", "page.md")
+LITE = "amazon.nova-lite-v1:0"
+PRO = "amazon.nova-pro-v1:0"
+
+
+@pytest.fixture
+def pipeline_with_allowed_models(deploy_stack: Any, emulator: GatewayEmulator) -> Iterator[Pipeline]:
+    """The pipeline fixture's stack, with AllowedModelIds set."""
+    stack = deploy_stack(
+        parameters={**pipeline_parameters(emulator), "AllowedModelIds": f"{LITE},{PRO}"},
+        secret_values=emulator_gateway(emulator).secret_values(),
+        visibility_timeout_override=20,
+    )
+    yield Pipeline(stack, emulator)
 
 
 def upload_texts(pipeline: Pipeline, prefix: str = "incoming/") -> list[str]:
@@ -52,3 +71,78 @@ def test_without_force_completed_objects_are_skipped_and_with_force_each_run_has
     for record in first.values():
         assert pipeline.record(record["requestId"])["status"] == "COMPLETED"
     print(json.dumps(forced.output))
+
+
+def test_a_dry_run_only_counts_and_an_empty_prefix_with_all_refuses_what_is_outside(pipeline: Pipeline):
+    upload_texts(pipeline)
+    pipeline.upload("incoming/folder/", b"")  # a folder marker
+    admin = pipeline.stack.client("s3")
+    admin.put_object(Bucket=pipeline.bucket, Key="other/elsewhere.txt", Body=b"not ours to read")
+    records_before = len(pipeline.records())
+
+    dry = reprocess(pipeline.stack, {"prefix": "incoming/", "force": True, "dryRun": True})
+    assert (dry.status, dry.output["listed"], dry.output["queued"], dry.output["dryRun"]) == (
+        "SUCCEEDED",
+        4,
+        3,
+        True,
+    ), dry
+    whole = reprocess(pipeline.stack, {"prefix": "", "all": True, "dryRun": True})
+    # The results prefix (written by the uploads) and other/ are listed and refused, never queued.
+    results = admin.list_objects_v2(Bucket=pipeline.bucket, Prefix="results/")["KeyCount"]
+    assert whole.output["refused"] == results + 1 and whole.output["queued"] == 0, whole
+    assert whole.output["skipped"] == 4  # three done, one folder marker
+    pipeline.drain()
+    assert len(pipeline.records()) == records_before
+    assert pipeline.queue_depth("UploadEventsQueue") == 0
+
+
+def test_prompt_and_model_override_the_rule_for_that_run(pipeline_with_allowed_models):
+    pipeline = pipeline_with_allowed_models
+    keys = upload_texts(pipeline)
+    run = reprocess(
+        pipeline.stack,
+        {"prefix": "incoming/", "force": True, "prompt": "List the figures in French", "modelId": PRO},
+        "override-run",
+    )
+    assert run.output["queued"] == 3, run
+    pipeline.drain()
+    for item in run_records(pipeline.stack, "override-run"):
+        record = pipeline.record(item["requestId"])
+        assert record["status"] == "COMPLETED" and record["modelId"] == PRO
+        assert record["content"].endswith("List the figures in French")  # the emulator echoes the prompt
+        assert record["source"]["reprocess"] == {
+            "runId": "override-run",
+            "force": True,
+            "prompt": "List the figures in French",
+            "modelId": PRO,
+        }
+    # The uploads' own records keep the rule's model.
+    assert {pipeline.record_for_key(key)["modelId"] for key in keys} == {LITE}
+
+
+BAD_INPUTS = [
+    ({"prefix": "results/"}, "input.prefix: 'results/' is under the results prefix"),
+    ({"prefix": "other/"}, "input.prefix: 'other/' is outside what reprocess may read"),
+    ({"prefix": "inc"}, "input.prefix: 'inc' is outside what reprocess may read"),
+    ({"prefix": ""}, 'an empty prefix is the whole bucket; say so with "all": true'),
+    ({"prefix": "incoming/", "forse": True}, "forse: unknown field"),
+    ({"prefix": "incoming/", "force": "yes"}, "input.force"),
+    ({"prefix": "incoming/", "modelId": "anthropic.claude-v2"}, "is not an allowed model"),
+    ({"prefix": "incoming/", "prompt": "   "}, "input.prompt"),
+    (["incoming/"], "the input must be a JSON object"),
+]
+
+
+def test_bad_input_fails_the_run_at_once_naming_the_problem_and_queues_nothing(pipeline_with_allowed_models):
+    pipeline = pipeline_with_allowed_models
+    upload_texts(pipeline)
+    records_before = len(pipeline.records())
+    for run_input, expected in BAD_INPUTS:
+        run = reprocess(pipeline.stack, run_input)
+        assert run.status == "FAILED" and run.error == "ReprocessInputError", (run_input, run)
+        assert expected in json.loads(run.cause)["errorMessage"], (run_input, run.cause)
+    bad_name = reprocess(pipeline.stack, {"prefix": "incoming/"}, "a+b")
+    assert bad_name.error == "ReprocessInputError" and "execution name" in bad_name.cause
+    pipeline.drain()
+    assert len(pipeline.records()) == records_before
