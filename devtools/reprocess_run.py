@@ -7,16 +7,21 @@ Shared by `make reprocess` (devtools.reprocess), bench/reprocess.py and the test
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
+import boto3
 
 from devtools.embedded_aws import DeployedStack
+from devtools.local_pipeline import plain
 
-RUN_INDEX = "RunIndex"  # template.yaml's (src/shared/record_index.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from shared import record_index
 
 
 @dataclass(frozen=True)
@@ -67,17 +72,14 @@ def reprocess(
 
 
 def run_records(stack: DeployedStack, run_id: str) -> list[dict[str, Any]]:
-    """The run's records as RunIndex holds them (requestId, runId, status, updatedAt, source)."""
-    dynamodb = stack.client("dynamodb")
-    deserializer = TypeDeserializer()
-    pages = dynamodb.get_paginator("query").paginate(
-        TableName=stack.physical_id("ResultsTable"),
-        IndexName=RUN_INDEX,
-        KeyConditionExpression="runId = :run",
-        ExpressionAttributeValues={":run": {"S": run_id}},
+    """The run's records as RunIndex holds them (requestId, runId, status, updatedAt, source): the query the
+    functions' own code makes, on the deployed table as the deployer."""
+    assert stack.server.deployer is not None
+    dynamodb = boto3.resource(
+        "dynamodb",
+        endpoint_url=stack.endpoint,
+        region_name=stack.region,
+        **stack.server.deployer.client_arguments(),
     )
-    return [
-        {name: deserializer.deserialize(value) for name, value in item.items()}
-        for page in pages
-        for item in page["Items"]
-    ]
+    table = dynamodb.Table(stack.physical_id("ResultsTable"))
+    return [plain(item) for item in record_index.run_records(table, run_id)]

@@ -4,7 +4,6 @@ in the embedded AWS, every queued object through the upload queue and the real p
 from __future__ import annotations
 
 import json
-
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from devtools.emulator import GatewayEmulator
 from devtools.reprocess_run import reprocess, run_records
 from tests.plugins.pipeline import Pipeline, emulator_gateway, pipeline_parameters
+from tests.test_resilience import events_queue
 
 TEXTS = ("notes.txt", "data.csv", "page.md")
 LITE = "amazon.nova-lite-v1:0"
@@ -43,6 +43,7 @@ def test_without_force_completed_objects_are_skipped_and_with_force_each_run_has
     keys = upload_texts(pipeline)
     first = {key: pipeline.record_for_key(key) for key in keys}
     assert {r["status"] for r in first.values()} == {"COMPLETED"}
+    sqs, events_url = events_queue(pipeline)
 
     skipped = reprocess(pipeline.stack, {"prefix": "incoming/"}, "plain-run")
     assert skipped.status == "SUCCEEDED", skipped
@@ -70,7 +71,80 @@ def test_without_force_completed_objects_are_skipped_and_with_force_each_run_has
     # The earlier records are kept.
     for record in first.values():
         assert pipeline.record(record["requestId"])["status"] == "COMPLETED"
-    print(json.dumps(forced.output))
+    # Each run is announced with its counts; each request of the forced run as any request is.
+    events = announced_events(sqs, events_url)
+    finished = [e["detail"] for e in events if e["detail-type"] == "AI Reprocess Finished"]
+    assert finished == [skipped.output, forced.output]
+    completed = {e["detail"]["requestId"] for e in events if e["detail-type"] == "AI Request Completed"}
+    assert completed == {item["requestId"] for item in listed}
+
+    # A run without force after the forced one: every object has a COMPLETED record, so nothing is queued.
+    again = reprocess(pipeline.stack, {"prefix": "incoming/"})
+    assert (again.output["queued"], again.output["skipped"]) == (0, 3)
+
+
+def announced_events(sqs, url: str) -> list[dict]:
+    found = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            found.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return found
+
+
+def test_a_failed_object_is_queued_again_without_force_under_an_id_of_its_version(pipeline: Pipeline):
+    pipeline.upload("incoming/program", b"\x7fELF" + bytes(64))  # unsupported: FAILED
+    pipeline.drain()
+    assert pipeline.record_for_key("incoming/program")["status"] == "FAILED"
+    run = reprocess(pipeline.stack, {"prefix": "incoming/"}, "retry-failed")
+    assert (run.output["queued"], run.output["skipped"]) == (1, 0), run
+    pipeline.drain()
+    [item] = run_records(pipeline.stack, "retry-failed")
+    # Without force the request is named by the object version alone: a second run finds it done.
+    assert item["requestId"].startswith("reprocess-") and "retry-failed" not in item["requestId"]
+    assert pipeline.record(item["requestId"])["error"]["kind"] == "UnsupportedMediaError"
+
+
+def forged(pipeline: Pipeline, **fields: Any) -> str:
+    """A reprocess message put on the upload queue by hand, as the one role allowed to (untrusted all the same)."""
+    message = {
+        "runId": "forged",
+        "bucket": pipeline.bucket,
+        "key": "incoming/notes.txt",
+        "eTag": "0123abcd",
+        "size": 10,
+        "force": True,
+        "prompt": None,
+        "modelId": None,
+        **fields,
+    }
+    sqs = pipeline.stack.client("sqs", as_function="ReprocessFunction")
+    return sqs.send_message(
+        QueueUrl=pipeline.stack.physical_id("UploadEventsQueue"),
+        MessageBody=json.dumps({"reprocess": message}),
+    )["MessageId"]
+
+
+def test_the_upload_function_holds_reprocess_messages_to_the_same_rules(pipeline_with_allowed_models):
+    pipeline = pipeline_with_allowed_models
+    admin = pipeline.stack.client("s3")
+    for key in ("incoming/notes.txt", "other/secret.txt", "results/x/result.json"):
+        admin.put_object(Bucket=pipeline.bucket, Key=key, Body=b"the figures")
+    pipeline.drain()
+    calls_before = len([c for c in pipeline.emulator.calls if c.kind == "chat"])
+    forged(pipeline, key="other/secret.txt")
+    forged(pipeline, key="results/x/result.json")
+    forged(pipeline, bucket="someone-elses-bucket")
+    unknown_field = forged(pipeline, extra="x")
+    forged(pipeline, modelId="anthropic.claude-v2")
+    pipeline.drain()
+    keys = [(r.get("source") or {}).get("key") for r in pipeline.records()]
+    assert "other/secret.txt" not in keys and "results/x/result.json" not in keys
+    assert pipeline.record(f"upload-message-{unknown_field}")["error"]["message"].endswith("unknown field")
+    refused_model = [r for r in pipeline.records() if (r.get("source") or {}).get("reprocess")]
+    assert len(refused_model) == 1 and refused_model[0]["status"] == "FAILED", refused_model
+    assert "reprocess.modelId" in refused_model[0]["error"]["message"]
+    assert len([c for c in pipeline.emulator.calls if c.kind == "chat"]) == calls_before
 
 
 def test_a_dry_run_only_counts_and_an_empty_prefix_with_all_refuses_what_is_outside(pipeline: Pipeline):

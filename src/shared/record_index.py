@@ -1,28 +1,20 @@
 """The results table's sparse indexes for reprocessing: records by the object version they processed, and by
 the reprocess run that made them. Each is a Query on a global secondary index, never a scan.
 
-`objectVersion` names one object's content (bucket, key and ETag: a listing gives the ETag, not the event's
-sequencer, so it is what a reprocess run and an upload both know); every upload record carries it, so a run
-without `force` skips an object whose current version already has a COMPLETED record, however it was made.
-`runId` is on the records a reprocess run made.
+Every upload record carries `objectVersion` (shared.records.object_version), so a run without `force` skips an
+object whose current version already has a COMPLETED record, however it was made; `runId` is on the records a
+reprocess run made.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from typing import Any
 
-OBJECT_VERSION_ATTRIBUTE = "objectVersion"
+from shared.records import OBJECT_VERSION_ATTRIBUTE, RUN_ATTRIBUTE, Status
+
 OBJECT_VERSION_INDEX = "ObjectVersionIndex"
-RUN_ATTRIBUTE = "runId"
 RUN_INDEX = "RunIndex"
-
-
-def object_version(bucket: str, key: str, etag: str) -> str:
-    """S3 events give the ETag bare, listings in quotes: the same version either way."""
-    digest = hashlib.sha256(f"{bucket}\n{key}\n{etag.strip(chr(34))}".encode()).hexdigest()
-    return digest[:32]
 
 
 def has_completed_record(table: Any, version: str) -> bool:
@@ -32,7 +24,7 @@ def has_completed_record(table: Any, version: str) -> bool:
         "KeyConditionExpression": "#version = :version",
         "FilterExpression": "#status = :completed",
         "ExpressionAttributeNames": {"#version": OBJECT_VERSION_ATTRIBUTE, "#status": "status"},
-        "ExpressionAttributeValues": {":version": version, ":completed": "COMPLETED"},
+        "ExpressionAttributeValues": {":version": version, ":completed": Status.COMPLETED.value},
         "Select": "COUNT",
     }
     while True:

@@ -8,6 +8,7 @@ a record FAILED only because retries ran out (retryable) can be claimed again, f
 from __future__ import annotations
 
 import decimal
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -339,3 +340,16 @@ def split_for_item(result: dict[str, Any], reserved: Any = None) -> tuple[dict[s
         return result, False
     slim = {k: v for k, v in result.items() if k not in ("content", "toolUse")}
     return slim, True
+
+
+# The attributes the table's sparse indexes read (queried in shared.record_index). `objectVersion` names one
+# object's content: bucket, key and ETag (a listing gives the ETag, not an event's sequencer, so it is what a
+# reprocess run and an upload both know). `runId`: the reprocess run that made the record.
+OBJECT_VERSION_ATTRIBUTE = "objectVersion"
+RUN_ATTRIBUTE = "runId"
+
+
+def object_version(bucket: str, key: str, etag: str) -> str:
+    """S3 events give the ETag bare, listings in quotes: the same version either way."""
+    digest = hashlib.sha256(f"{bucket}\n{key}\n{etag.strip(chr(34))}".encode()).hexdigest()
+    return digest[:32]

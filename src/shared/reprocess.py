@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.errors import InvalidRequestError, PipelineError, TransientStoreError
 from shared.models import build_models, parse
 from shared.notifications import Notifier
-from shared.record_index import has_completed_record, object_version
+from shared.record_index import has_completed_record
+from shared.records import object_version
 from shared.reprocess_messages import RUN_ID, ModelId, Prompt, ReprocessMessage, RunId
 from shared.request_builder import check_model_allowed
 

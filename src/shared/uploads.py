@@ -14,7 +14,7 @@ from shared.batch import SqsMessage
 from shared.errors import InvalidRequestError
 from shared.models import ChatRequest
 from shared.pipeline import Job, Outcome
-from shared.record_index import OBJECT_VERSION_ATTRIBUTE, RUN_ATTRIBUTE, object_version
+from shared.records import OBJECT_VERSION_ATTRIBUTE, RUN_ATTRIBUTE, object_version
 from shared.request_builder import build_chat_request, check_model_allowed, prepare
 from shared.sources import S3Source
 
