@@ -22,7 +22,7 @@ from devtools.embedded_aws.distributed_map import (
 BUCKET = "listing-bucket"
 
 
-def definition(batcher: dict | None) -> dict:
+def definition(batcher: dict | None, child: dict | None = None) -> dict:
     state = {
         "Type": "Map",
         "ItemReader": {
@@ -33,7 +33,7 @@ def definition(batcher: dict | None) -> dict:
         "ItemProcessor": {
             "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
             "StartAt": "Echo",
-            "States": {"Echo": {"Type": "Pass", "End": True}},
+            "States": {"Echo": child or {"Type": "Pass", "End": True}},
         },
         "End": True,
     }
@@ -115,3 +115,18 @@ def test_batches_are_cut_by_bytes_too_and_unknown_batcher_fields_are_refused_by_
     assert all(len(json.dumps(b)) <= 200 for b in batches)
     with pytest.raises(UnsupportedItemBatcherError, match="MaxItemsPerBatchPath"):
         ItemBatcher.from_definition("List", {"MaxItemsPerBatchPath": "$.n"})
+
+
+def test_a_failed_child_fails_the_map_run_as_no_failure_is_tolerated(aws):
+    s3, stepfunctions = aws
+    s3.create_bucket(Bucket=BUCKET)
+    for index in range(5):
+        s3.put_object(Bucket=BUCKET, Key=f"in/{index}.txt", Body=b"x")
+    failing = {"Type": "Fail", "Error": "BatchBroke", "Cause": "on purpose"}
+    described = run(
+        stepfunctions, definition({"MaxItemsPerBatch": 2}, failing), {"bucket": BUCKET, "prefix": "in/"}
+    )
+    assert (described["status"], described.get("error")) == (
+        "FAILED",
+        "States.ExceedToleratedFailureThreshold",
+    )

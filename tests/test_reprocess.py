@@ -140,7 +140,10 @@ def test_the_upload_function_holds_reprocess_messages_to_the_same_rules(pipeline
     pipeline.drain()
     keys = [(r.get("source") or {}).get("key") for r in pipeline.records()]
     assert "other/secret.txt" not in keys and "results/x/result.json" not in keys
-    assert pipeline.record(f"upload-message-{unknown_field}")["error"]["message"].endswith("unknown field")
+    assert (
+        pipeline.record(f"upload-message-{unknown_field}")["error"]["message"]
+        == "reprocess.extra: unknown field"
+    )
     refused_model = [r for r in pipeline.records() if (r.get("source") or {}).get("reprocess")]
     assert len(refused_model) == 1 and refused_model[0]["status"] == "FAILED", refused_model
     assert "reprocess.modelId" in refused_model[0]["error"]["message"]
@@ -174,6 +177,7 @@ def test_a_dry_run_only_counts_and_an_empty_prefix_with_all_refuses_what_is_outs
 def test_prompt_and_model_override_the_rule_for_that_run(pipeline_with_allowed_models):
     pipeline = pipeline_with_allowed_models
     keys = upload_texts(pipeline)
+    uploads = [pipeline.record_for_key(key)["requestId"] for key in keys]
     run = reprocess(
         pipeline.stack,
         {"prefix": "incoming/", "force": True, "prompt": "List the figures in French", "modelId": PRO},
@@ -192,7 +196,7 @@ def test_prompt_and_model_override_the_rule_for_that_run(pipeline_with_allowed_m
             "modelId": PRO,
         }
     # The uploads' own records keep the rule's model.
-    assert {pipeline.record_for_key(key)["modelId"] for key in keys} == {LITE}
+    assert {pipeline.record(request_id)["modelId"] for request_id in uploads} == {LITE}
 
 
 BAD_INPUTS = [
@@ -200,7 +204,7 @@ BAD_INPUTS = [
     ({"prefix": "other/"}, "input.prefix: 'other/' is outside what reprocess may read"),
     ({"prefix": "inc"}, "input.prefix: 'inc' is outside what reprocess may read"),
     ({"prefix": ""}, 'an empty prefix is the whole bucket; say so with "all": true'),
-    ({"prefix": "incoming/", "forse": True}, "forse: unknown field"),
+    ({"prefix": "incoming/", "forse": True}, "input.forse: unknown field"),
     ({"prefix": "incoming/", "force": "yes"}, "input.force"),
     ({"prefix": "incoming/", "modelId": "anthropic.claude-v2"}, "is not an allowed model"),
     ({"prefix": "incoming/", "prompt": "   "}, "input.prompt"),
@@ -220,3 +224,22 @@ def test_bad_input_fails_the_run_at_once_naming_the_problem_and_queues_nothing(p
     assert bad_name.error == "ReprocessInputError" and "execution name" in bad_name.cause
     pipeline.drain()
     assert len(pipeline.records()) == records_before
+
+
+def test_the_operators_reprocess_prefix_is_read_too(deploy_stack: Any, emulator: GatewayEmulator):
+    stack = deploy_stack(
+        parameters={**pipeline_parameters(emulator), "ReprocessPrefix": "archive/"},
+        secret_values=emulator_gateway(emulator).secret_values(),
+        visibility_timeout_override=20,
+    )
+    pipeline = Pipeline(stack, emulator)
+    pipeline.upload("archive/2023/notes.txt", b"last year's figures")  # no upload event: not the input prefix
+    pipeline.drain()
+    assert pipeline.records() == []
+    run = reprocess(stack, {"prefix": "archive/"}, "archive-run")
+    assert (run.output["listed"], run.output["queued"]) == (1, 1), run
+    pipeline.drain()
+    [item] = run_records(stack, "archive-run")
+    # The upload function read it with its role (ReprocessPrefix grants s3:GetObject there).
+    assert pipeline.record(item["requestId"])["status"] == "COMPLETED"
+    assert reprocess(stack, {"prefix": "archived/"}).error == "ReprocessInputError"

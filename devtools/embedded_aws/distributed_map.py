@@ -9,6 +9,10 @@
   gave before moto starts the children. Supported as the stack uses it: on a top-level Map state, with
   `MaxItemsPerBatch` and/or `MaxInputBytesPerBatch` as numbers, a `BatchInput` of constants and `$.` paths into
   the Map state's input, and no ItemSelector; anything else is refused by name rather than run differently.
+- A child that fails leaves `null` among moto's results and the Map succeeds. AWS fails the Map run
+  (`States.ExceedToleratedFailureThreshold`) once the failures pass ToleratedFailureCount and
+  ToleratedFailurePercentage (both 0 unless set: any failure). With both set, AWS fails on passing either;
+  here it takes passing both (moto cannot tell a threshold left unset from one set to 0).
 """
 
 from __future__ import annotations
@@ -18,12 +22,22 @@ from dataclasses import dataclass
 from typing import Any
 from unittest import mock
 
+from moto.stepfunctions.parser.api import HistoryEventType, MapRunFailedEventDetails
+from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+    FailureEvent,
+    FailureEventException,
+)
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
+from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import (
+    StatesErrorNameType,
+)
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.item_reader.eval.resource_eval_s3 import (
     ResourceEvalS3,
 )
 from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration.distributed_iteration_component import (
     DistributedIterationComponent,
 )
+from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
 # AWS's own limit on one batch's input (the whole child input).
@@ -162,6 +176,30 @@ def _map_run_in_batches(component: DistributedIterationComponent, env: Any, eval
         items = env.stack.pop()
         env.stack.append(batcher.batches(items, env.states.get_input()))
     _original_map_run(component, env, eval_input)
+    _fail_past_tolerated_failures(env, eval_input)
+
+
+def _fail_past_tolerated_failures(env: Any, eval_input: Any) -> None:
+    items = eval_input.map_run_record.item_counter
+    failed = items.failed.get() + items.timed_out.get() + items.aborted.get()
+    total = max(items.total.get(), 1)
+    if (
+        failed <= eval_input.tolerated_failure_count
+        or failed * 100 <= eval_input.tolerated_failure_percentage * total
+    ):
+        return
+    error = StatesErrorName(typ=StatesErrorNameType.StatesExceedToleratedFailureThreshold)
+    cause = f"The specified tolerated failure threshold was exceeded: {failed} of {items.total.get()} items failed"
+    raise FailureEventException(
+        failure_event=FailureEvent(
+            env=env,
+            error_name=error,
+            event_type=HistoryEventType.MapRunFailed,
+            event_details=EventDetails(
+                mapRunFailedEventDetails=MapRunFailedEventDetails(error=error.error_name, cause=cause)
+            ),
+        )
+    )
 
 
 # --- listObjectsV2: every page, in AWS's item shape ----------------------------------------------------------

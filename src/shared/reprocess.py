@@ -25,7 +25,7 @@ from shared.models import build_models, parse
 from shared.notifications import Notifier
 from shared.record_index import has_completed_record
 from shared.records import object_version
-from shared.reprocess_messages import RUN_ID, ModelId, Prompt, ReprocessMessage, RunId
+from shared.reprocess_messages import RUN_ID, ModelId, Prompt, ReprocessMessage, RunId, parse_under
 from shared.request_builder import check_model_allowed
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def plan_run(raw: Any, run_id: str, scope: Scope, allowed_model_ids: tuple[str, 
     if not isinstance(raw, dict):
         raise ReprocessInputError(f"the input must be a JSON object, not {type(raw).__name__}")
     try:
-        given = parse(ReprocessInput, raw, root="input")
+        given = parse_under(ReprocessInput, raw, "input")
         if given.modelId is not None:
             check_model_allowed(given.modelId, allowed_model_ids, "input.modelId")
     except InvalidRequestError as error:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,7 @@ from shared.models import build_models, parse
 if TYPE_CHECKING:
     from shared.uploads import Upload
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
 MESSAGE_KEY = "reprocess"
 EVENT_NAME = "Reprocess"
 MAX_PROMPT_OVERRIDE = 2000
@@ -53,8 +54,13 @@ class ReprocessMessage(BaseModel):
         return json.dumps({MESSAGE_KEY: self.model_dump(mode="json")}, separators=(",", ":"))
 
 
-def is_reprocess_message(body: dict[str, Any]) -> bool:
-    return MESSAGE_KEY in body
+def parse_under(model: type[ModelT], data: Any, root: str) -> ModelT:
+    """`data` checked against `model`, a problem named from `root` (`input.force: must be a boolean...`)."""
+    try:
+        return parse(model, data, root=root)
+    except InvalidRequestError as error:
+        where = error.field if error.field == root else f"{root}.{error.field}"
+        raise InvalidRequestError(where, error.rule) from None
 
 
 def upload_from_message(body: dict[str, Any]) -> Upload:
@@ -62,7 +68,7 @@ def upload_from_message(body: dict[str, Any]) -> Upload:
 
     if set(body) != {MESSAGE_KEY}:
         raise InvalidRequestError("body", f"a reprocess message has only the field {MESSAGE_KEY!r}")
-    message = parse(ReprocessMessage, body[MESSAGE_KEY], root=MESSAGE_KEY)
+    message = parse_under(ReprocessMessage, body[MESSAGE_KEY], MESSAGE_KEY)
     return Upload(
         bucket=message.bucket,
         key=message.key,
