@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from unittest import mock
 
 import boto3
 import pytest
@@ -130,3 +131,36 @@ def test_a_failed_child_fails_the_map_run_as_no_failure_is_tolerated(aws):
         "FAILED",
         "States.ExceedToleratedFailureThreshold",
     )
+
+
+def test_queue_scans_read_the_clock_once_not_once_per_message():
+    """moto's SendMessage scanned the queue reading the clock per message (quadratic sending: a reprocess run
+    queueing thousands of objects took minutes); the fix reads it once per scan and counts the same."""
+    from moto.sqs import models as sqs_models
+
+    from devtools.embedded_aws.moto_fixes import moto_fixes
+
+    patchers = [p for p in moto_fixes() if p.getter() is sqs_models.Queue]
+    assert len(patchers) == 3
+    for patcher in patchers:
+        patcher.start()
+    try:
+        with mock_aws():
+            sqs = boto3.client("sqs", region_name="us-east-1")
+            url = sqs.create_queue(QueueName="counted")["QueueUrl"]
+            for index in range(200):
+                sqs.send_message(QueueUrl=url, MessageBody=str(index))
+            sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
+            sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60)
+            clock = sqs_models.unix_time_millis
+            with mock.patch.object(sqs_models, "unix_time_millis", wraps=clock) as reads:
+                attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            assert reads.call_count < 20
+            assert (
+                attributes["ApproximateNumberOfMessages"],
+                attributes["ApproximateNumberOfMessagesNotVisible"],
+                attributes["ApproximateNumberOfMessagesDelayed"],
+            ) == ("190", "10", "1")  # visible, in flight, delayed (each counted once, as SQS does)
+    finally:
+        for patcher in patchers:
+            patcher.stop()
