@@ -86,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in files:
                 pipeline.upload(f"{INPUT_PREFIX}{path.name}", path.read_bytes())
             print(
-                f"as `make run` leaves it: {len(files)} samples uploaded under {INPUT_PREFIX}; processing..."
+                f"as `make run` leaves it: {len(files)} samples uploaded under {INPUT_PREFIX}; processing...",
+                file=sys.__stdout__,
+                flush=True,
             )
             pipeline.drain(timeout=SETTLE_SECONDS)
             given = run_input(args)
