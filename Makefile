@@ -2,6 +2,7 @@
 # first when it is missing or older than the pinned requirements.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
+PREFIX ?= incoming/
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,10 +17,11 @@ export PYTHONDONTWRITEBYTECODE := 1
 # A python3.13 that runs: PATH first, then pyenv's versions.
 PYTHON313 := $(shell bash devtools/find-python313.sh)
 
-.PHONY: help setup run test lint template-check bench invoke local-aws build clean
+.PHONY: help setup run reprocess test lint template-check bench invoke local-aws build clean
 
 help:
 	@echo "make run     - the whole pipeline on an embedded AWS (moto) and the gateway emulator (or the real gateway when QUANT_API_TOKEN is set)"
+	@echo "make reprocess PREFIX=incoming/ [FORCE=1] [PROMPT=...] [MODEL=...] [DRY_RUN=1] [ALL=1] - after what make run leaves, the ReprocessObjects state machine on that prefix"
 	@echo "make test    - lint, template checks and the test suite"
 	@echo "make bench   - every benchmark under bench/"
 	@echo "make invoke FN=<LogicalId> EVENT=events/<file>.json [ENV=env.json] [OBJECT=path] - run one function like 'sam local invoke'"
@@ -46,6 +48,9 @@ setup: $(STAMP) $(CHECKOV_STAMP)
 
 run: $(STAMP)
 	$(PY) -m devtools.run $(if $(FILES),--files $(FILES)) $(if $(PROMPT),--prompt '$(subst ','\'',$(PROMPT))')
+
+reprocess: $(STAMP)
+	$(PY) -m devtools.reprocess --prefix '$(PREFIX)' $(if $(FORCE),--force) $(if $(DRY_RUN),--dry-run) $(if $(ALL),--all) $(if $(MODEL),--model-id '$(MODEL)') $(if $(PROMPT),--prompt '$(subst ','\'',$(PROMPT))')
 
 invoke: $(STAMP)
 	@if [ -z "$(FN)" ] || [ -z "$(EVENT)" ]; then echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json [ENV=env.json] [OBJECT=path]" >&2; exit 2; fi

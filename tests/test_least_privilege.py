@@ -89,6 +89,21 @@ ALLOWED_ACTIONS = {
     | CUSTOMER_KEY
     | {"dynamodb:Query", "events:PutEvents", "sqs:SendMessage"},
     "ToolExecutionPoller": LOG_DELIVERY | XRAY | {"lambda:InvokeFunction"},
+    # A reprocess run's steps: skip what is done (an index query), queue the rest, announce the run.
+    "ReprocessFunction": LAMBDA_LOGS
+    | XRAY
+    | CUSTOMER_KEY
+    | {"sqs:SendMessage", "dynamodb:Query", "events:PutEvents"},
+    # The Distributed Map: lists the prefix and runs its batches as child executions of itself.
+    "ReprocessObjects": LOG_DELIVERY
+    | XRAY
+    | {
+        "lambda:InvokeFunction",
+        "s3:ListBucket",
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "states:StopExecution",
+    },
 }
 
 
@@ -201,12 +216,14 @@ def test_each_function_reaches_only_its_own_prefixes_and_buckets(deploy_stack):
         "SqsRequestFunction": {"attachments/a.png", "results/r/result.json"},
         "PollExecutionFunction": set(),
         "FinishRequestFunction": {"results/r/result.json"},
+        "ReprocessFunction": set(),  # the listing is the state machine's; the function reads no object
     }
     for function, readable in expected_reads.items():
         for key in ("incoming/a.png", "attachments/a.png", "results/r/result.json", "other/a.png"):
             assert reads(function, bucket, key) == ("ok" if key in readable else denied), (function, key)
-        # Every function writes results, nowhere else.
-        assert writes(function, "results/r/new.json") == "ok", function
+        # Every function but the reprocess steps writes results, nowhere else.
+        writer = function != "ReprocessFunction"
+        assert writes(function, "results/r/new.json") == ("ok" if writer else denied), function
         for key in ("incoming/new.png", "attachments/new.png", "other/new.png"):
             assert writes(function, key) == denied, (function, key)
         # No list, ACL, delete or lifecycle permission anywhere.
@@ -242,6 +259,39 @@ def test_each_queue_function_reaches_only_its_own_queue(deploy_stack):
             assert _outcome(sqs.send_message, QueueUrl=url, MessageBody="{}") == "AccessDenied"
 
 
+def test_the_reprocess_steps_send_only_to_the_upload_queue_and_only_query_the_object_index(deploy_stack):
+    stack = deploy_stack(start_pollers=False)
+    sqs = stack.server.client("sqs", stack.function_credentials["ReprocessFunction"])
+    for queue in ("UploadEventsQueue", "RequestQueue", "UploadEventsDLQ", "RequestDLQ"):
+        url = stack.physical_id(queue)
+        sent = _outcome(sqs.send_message, QueueUrl=url, MessageBody="{}")
+        assert sent == ("ok" if queue == "UploadEventsQueue" else "AccessDenied"), queue
+        assert _outcome(sqs.receive_message, QueueUrl=url, WaitTimeSeconds=0) == "AccessDenied", queue
+    dynamodb = stack.server.client("dynamodb", stack.function_credentials["ReprocessFunction"])
+    table = stack.physical_id("ResultsTable")
+    query = {"KeyConditionExpression": "#k = :v", "ExpressionAttributeValues": {":v": {"S": "x"}}}
+    found = _outcome(
+        dynamodb.query,
+        TableName=table,
+        IndexName="ObjectVersionIndex",
+        ExpressionAttributeNames={"#k": "objectVersion"},
+        **query,
+    )
+    assert found == "ok"
+    by_run = _outcome(
+        dynamodb.query,
+        TableName=table,
+        IndexName="RunIndex",
+        ExpressionAttributeNames={"#k": "runId"},
+        **query,
+    )
+    assert by_run == "AccessDeniedException"
+    assert (
+        _outcome(dynamodb.get_item, TableName=table, Key={"requestId": {"S": "x"}}) == "AccessDeniedException"
+    )
+    assert _outcome(dynamodb.scan, TableName=table) == "AccessDeniedException"
+
+
 # --- resource policies and parameters, from the template as written -----------------------------------------
 
 
@@ -257,8 +307,18 @@ def test_the_upload_queue_takes_messages_only_from_the_bucket(document):
     bucket_arn = allow["Condition"]["ArnEquals"]["aws:SourceArn"]
     assert allow["Principal"] == {"Service": "s3.amazonaws.com"} and allow["Action"] == "sqs:SendMessage"
     # Everyone else is denied SendMessage: a missing aws:SourceArn (any direct sender) counts as not equal.
+    # The one other sender is the reprocess function's role (the deny needs both keys to differ).
     assert [(d["Principal"], _as_list(d["Action"]), d["Condition"]) for d in denies] == [
-        ("*", ["sqs:SendMessage"], {"ArnNotEquals": {"aws:SourceArn": bucket_arn}})
+        (
+            "*",
+            ["sqs:SendMessage"],
+            {
+                "ArnNotEquals": {
+                    "aws:SourceArn": bucket_arn,
+                    "aws:PrincipalArn": {"Fn::GetAtt": ["ReprocessFunctionRole", "Arn"]},
+                }
+            },
+        )
     ]
     # The function's own calls on the queue are not denied.
     assert denies[0]["Resource"] == {"Fn::GetAtt": ["UploadEventsQueue", "Arn"]}

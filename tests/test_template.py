@@ -60,6 +60,7 @@ def test_sam_build_makes_small_packages_without_boto3(tmp_path):
         "PollExecutionFunction",
         "FinishRequestFunction",
         "SweeperFunction",
+        "ReprocessFunction",
     }
     for function in functions:
         assert (function / "handlers").is_dir() and (function / "shared" / "routing_rules.yaml").is_file()

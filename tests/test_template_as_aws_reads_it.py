@@ -107,7 +107,12 @@ def _resolve(stack, value):
         return value
     if set(value) == {"Ref"}:
         name = value["Ref"]
-        pseudo = {"AWS::Partition": "aws", "AWS::Region": stack.region, "AWS::AccountId": stack.account_id}
+        pseudo = {
+            "AWS::Partition": "aws",
+            "AWS::Region": stack.region,
+            "AWS::AccountId": stack.account_id,
+            "AWS::StackName": stack.stack_name,
+        }
         if name in pseudo:
             return pseudo[name]
         if name in stack.resources:
@@ -122,7 +127,12 @@ def _resolve(stack, value):
     if set(value) == {"Fn::Sub"}:
         text, variables = value["Fn::Sub"] if isinstance(value["Fn::Sub"], list) else (value["Fn::Sub"], {})
         names = {k: _resolve(stack, v) for k, v in variables.items()}
-        names |= {"AWS::Partition": "aws", "AWS::Region": stack.region, "AWS::AccountId": stack.account_id}
+        names |= {
+            "AWS::Partition": "aws",
+            "AWS::Region": stack.region,
+            "AWS::AccountId": stack.account_id,
+            "AWS::StackName": stack.stack_name,  # the reprocess state machine's role names its own ARN
+        }
         for name, replacement in names.items():
             text = text.replace("${" + name + "}", str(replacement))
         # The template's own names: ${Resource} (its Ref), ${Resource.Attribute}, ${Parameter}.

@@ -485,8 +485,10 @@ class Resolver:
     def _add_resource(self, name: str, found: set[str]) -> None:
         if name in self.template.resources:
             found.add(name)
-        elif (owner := generated_role_owner(self.template, name)) is not None:
-            found.add(owner)  # the role SAM generates is made with its function or state machine
+        # A role SAM generates (`<Function>Role`) is no dependency: it is made, trust policy only, on first
+        # reference, and its policies are put once every resource exists (devtools.embedded_aws.roles). As in
+        # CloudFormation, where the role does not wait for its function: a queue policy may name the role of a
+        # function that itself needs the bucket the policy must come before.
 
 
 # SAM's resource types whose generated `<LogicalId>Role` a template may refer to.

@@ -149,3 +149,21 @@ def sweep_event(function: str, event: Any) -> dict[str, Any]:
     ):
         return event
     raise InvalidEventError(function, SWEEP_EVENT, event)
+
+
+REPROCESS_STEP = (
+    "a ReprocessObjects step {'step': 'plan', 'input': {...}, 'runId': str}, {'step': 'queue', 'plan': {...},"
+    " 'items': [...]} or {'step': 'finish', 'plan': {...}, 'batches': [...]}"
+)
+
+
+def reprocess_step(function: str, event: Any) -> dict[str, Any]:
+    step = event.get("step") if isinstance(event, dict) else None
+    shapes = {
+        "plan": lambda e: isinstance(e.get("runId"), str) and "input" in e,
+        "queue": lambda e: isinstance(e.get("plan"), dict) and isinstance(e.get("items"), list),
+        "finish": lambda e: isinstance(e.get("plan"), dict) and isinstance(e.get("batches"), list),
+    }
+    if step not in shapes or not shapes[step](event):
+        raise InvalidEventError(function, REPROCESS_STEP, event)
+    return event

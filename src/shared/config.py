@@ -10,9 +10,18 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from shared.errors import ConfigurationError
 
@@ -75,6 +84,8 @@ class Settings(BaseModel):
     routing_rules_parameter: Annotated[str, Field(alias="ROUTING_RULES_PARAMETER")] = ""
     # Only the entry points start the poller; the poll and finish steps have no such variable.
     poller_state_machine_arn: Annotated[str, Field(alias="POLLER_STATE_MACHINE_ARN")] = ""
+    # Only the reprocess function puts messages on the upload queue.
+    upload_queue_url: Annotated[str, Field(alias="UPLOAD_QUEUE_URL")] = ""
     price_table: Annotated[PriceTable, Field(alias="PRICE_TABLE")] = Field(default_factory=dict)
     # Where queued attachments may come from: the attachments prefix of the stack's bucket, and other
     # buckets the operator granted. Never the results prefix.
@@ -84,11 +95,21 @@ class Settings(BaseModel):
     ]
     allowed_model_ids: Annotated[CommaList, Field(alias="ALLOWED_MODEL_IDS")]  # empty: any
     max_inline_text_bytes: Annotated[int, Field(alias="MAX_INLINE_TEXT_BYTES", ge=1)]
+    # Where reprocess runs may take objects from besides the input prefix (ReprocessPrefix; empty: none).
+    reprocess_prefix: Annotated[Prefix | Literal[""], Field(alias="REPROCESS_PREFIX")] = ""
     image_download_allowed_urls: Annotated[
         tuple[Annotated[str, Field(pattern=r"^https?://(\*\.)?[A-Za-z0-9.-]+(:[0-9]+)?/?$")], ...],
         BeforeValidator(_comma_list),
         Field(alias="IMAGE_DOWNLOAD_ALLOWED_URLS"),
     ]
+
+    @field_validator("reprocess_prefix")
+    @classmethod
+    def _never_the_results(cls, value: str, info: ValidationInfo) -> str:
+        results = info.data.get("results_prefix", "")
+        if value and results and (value.startswith(results) or results.startswith(value)):
+            raise ValueError(f"must not hold the results prefix ({results}) nor lie under it")
+        return value
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

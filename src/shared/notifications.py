@@ -32,11 +32,15 @@ class Notifier:
             "resultLocation": record.get("resultLocation"),
             "error": record.get("error"),
         }
+        self.put(DETAIL_TYPES[record["status"]], detail)
+
+    def put(self, detail_type: str, detail: dict[str, Any]) -> None:
+        """One event from the pipeline's source on the stack's bus."""
         response = self.client.put_events(
             Entries=[
                 {
                     "Source": EVENT_SOURCE,
-                    "DetailType": DETAIL_TYPES[record["status"]],
+                    "DetailType": detail_type,
                     "Detail": json.dumps(detail, default=str),
                     "EventBusName": self.bus_name,
                     "Resources": [],

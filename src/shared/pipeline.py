@@ -58,6 +58,8 @@ class Job:
     # by the same request. And where a request that finds its requestId taken is recorded instead.
     fingerprint: str = ""  # empty: the requestId itself (an upload's names its content)
     conflict_id: str | None = None
+    # Top-level attributes the table's indexes read (shared.record_index), written when the record is made.
+    attributes: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.fingerprint = self.fingerprint or self.request_id
@@ -106,6 +108,7 @@ class Pipeline:
                 lease_seconds=budget_seconds + 30,
                 metadata=job.metadata,
                 fingerprint=job.fingerprint,
+                attributes=job.attributes,
             )
         except RecordRefusedError as refused:  # recorded without what was refused
             return self.fail(job.conflict_id or job.request_id, refused, source=job.source, create_only=True)

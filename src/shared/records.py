@@ -8,6 +8,7 @@ a record FAILED only because retries ran out (retryable) can be claimed again, f
 from __future__ import annotations
 
 import decimal
+import hashlib
 import json
 import logging
 import time
@@ -136,11 +137,13 @@ class RecordStore:
         lease_seconds: float,
         metadata: dict[str, Any] | None,
         fingerprint: str,
+        attributes: dict[str, str] | None = None,
     ) -> Claim:
         """Takes the record for one attempt: creates it, or takes over an expired lease, or re-opens a
         record that failed only because retries ran out. Otherwise says why not. `fingerprint` names the
         request's content: only the same request (a redelivery, a redrive, the same message sent again) may
-        take over a record, never another one that reuses its requestId."""
+        take over a record, never another one that reuses its requestId. `attributes`: top-level string
+        attributes the table's indexes read (shared.record_index), set when the record is made."""
         now = self._clock()
         values = {
             ":processing": Status.PROCESSING.value,
@@ -173,6 +176,11 @@ class RecordStore:
         if metadata:
             sets.append("metadata = :metadata")
             values[":metadata"] = to_dynamo(metadata)
+        names = {"#status": "status", "#source": "source", "#error": "error"}
+        for index, (name, value) in enumerate((attributes or {}).items()):
+            names[f"#index{index}"] = name
+            values[f":index{index}"] = value
+            sets.append(f"#index{index} = if_not_exists(#index{index}, :index{index})")
         try:
             result = self._call(
                 self._table.update_item,
@@ -185,7 +193,7 @@ class RecordStore:
                     " ((#status = :processing AND leaseUntil < :now_epoch)"
                     " OR (#status = :failed AND #error.retryable = :true)))"
                 ),
-                ExpressionAttributeNames={"#status": "status", "#source": "source", "#error": "error"},
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -430,3 +438,16 @@ def split_for_item(result: dict[str, Any], reserved: Any = None) -> tuple[dict[s
         return result, False
     slim = {k: v for k, v in result.items() if k not in ("content", "toolUse")}
     return slim, True
+
+
+# The attributes the table's sparse indexes read (queried in shared.record_index). `objectVersion` names one
+# object's content: bucket, key and ETag (a listing gives the ETag, not an event's sequencer, so it is what a
+# reprocess run and an upload both know). `runId`: the reprocess run that made the record.
+OBJECT_VERSION_ATTRIBUTE = "objectVersion"
+RUN_ATTRIBUTE = "runId"
+
+
+def object_version(bucket: str, key: str, etag: str) -> str:
+    """S3 events give the ETag bare, listings in quotes: the same version either way."""
+    digest = hashlib.sha256(f"{bucket}\n{key}\n{etag.strip(chr(34))}".encode()).hexdigest()
+    return digest[:32]

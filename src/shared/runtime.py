@@ -79,13 +79,17 @@ class Runtime:
         return UrlAllowlist(self.settings.image_download_allowed_urls)
 
     @cached_property
+    def table(self) -> Any:
+        """The results table (boto3's resource layer)."""
+        return boto3.resource("dynamodb", config=AWS_CONFIG).Table(self.settings.results_table)
+
+    @cached_property
     def records(self) -> RecordStore:
         from shared.records import RecordStore, SweepPolicy
 
         s = self.settings
-        table = boto3.resource("dynamodb", config=AWS_CONFIG).Table(s.results_table)
         sweep = SweepPolicy(grace_seconds=s.sweep_grace_seconds, poller_seconds=s.poller_timeout_seconds)
-        return RecordStore(table, ttl_days=s.record_ttl_days, sweep=sweep)
+        return RecordStore(self.table, ttl_days=s.record_ttl_days, sweep=sweep)
 
     @cached_property
     def results(self) -> ResultStore:

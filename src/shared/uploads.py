@@ -14,6 +14,7 @@ from shared.batch import SqsMessage
 from shared.errors import InvalidRequestError
 from shared.models import ChatRequest
 from shared.pipeline import Job, Outcome
+from shared.records import OBJECT_VERSION_ATTRIBUTE, RUN_ATTRIBUTE, object_version
 from shared.request_builder import build_chat_request, check_model_allowed, prepare
 from shared.sources import S3Source
 
@@ -27,6 +28,16 @@ MAX_PROMPT_OVERRIDE = 2000  # S3 user metadata is at most 2 KB anyway
 
 
 @dataclass(frozen=True)
+class Rerun:
+    """What a reprocess run asks of one object (shared.reprocess, through the upload queue)."""
+
+    run_id: str
+    force: bool
+    prompt: str | None
+    model_id: str | None
+
+
+@dataclass(frozen=True)
 class Upload:
     bucket: str
     key: str
@@ -35,6 +46,7 @@ class Upload:
     version_id: str | None
     sequencer: str | None
     event_name: str
+    rerun: Rerun | None = None  # set for an object a reprocess run queued
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Upload:
@@ -58,13 +70,18 @@ class Upload:
 
     @property
     def request_id(self) -> str:
-        """The same for every delivery of one upload; a new version or overwrite is a new request."""
+        """The same for every delivery of one upload; a new version or overwrite is a new request. A reprocess
+        run's request is named by the object version, and with `force` by the run too (each forced run gets
+        requests of its own; the earlier records stay)."""
+        if self.rerun is not None:
+            version = object_version(self.bucket, self.key, self.etag or "")
+            return f"reprocess-{self.rerun.run_id}-{version}" if self.rerun.force else f"reprocess-{version}"
         identity = self.version_id or f"{self.etag}:{self.sequencer}"
         digest = hashlib.sha256(f"{self.bucket}\n{self.key}\n{identity}".encode()).hexdigest()
         return f"upload-{digest[:32]}"
 
     def source(self) -> dict[str, Any]:
-        return {
+        source = {
             "type": "s3",
             "bucket": self.bucket,
             "key": self.key,
@@ -72,6 +89,23 @@ class Upload:
             "eTag": self.etag,
             "sequencer": self.sequencer,
         }
+        if self.rerun is not None:
+            source["reprocess"] = {
+                "runId": self.rerun.run_id,
+                "force": self.rerun.force,
+                "prompt": self.rerun.prompt,
+                "modelId": self.rerun.model_id,
+            }
+        return source
+
+    def index_attributes(self) -> dict[str, str]:
+        """What the table's indexes read (shared.record_index): the object version, and the reprocess run."""
+        attributes = {}
+        if self.etag:
+            attributes[OBJECT_VERSION_ATTRIBUTE] = object_version(self.bucket, self.key, self.etag)
+        if self.rerun is not None:
+            attributes[RUN_ATTRIBUTE] = self.rerun.run_id
+        return attributes
 
 
 def uploads_in(body: dict[str, Any]) -> list[Upload]:
@@ -107,13 +141,21 @@ def refusal_reason(upload: Upload, rt: Runtime) -> str | None:
         return f"the bucket is not the stack's ({rt.settings.results_bucket})"
     if upload.key.startswith(rt.settings.results_prefix):
         return "the key is under the results prefix (our own output)"
+    if upload.rerun is not None and rt.settings.reprocess_prefix:
+        # The operator's ReprocessPrefix: reprocess runs (only) may take objects from there too.
+        if not upload.key.startswith((rt.settings.input_prefix, rt.settings.reprocess_prefix)):
+            return (
+                f"the key is not under the input prefix ({rt.settings.input_prefix}) or the reprocess prefix"
+                f" ({rt.settings.reprocess_prefix})"
+            )
+        return None
     if not upload.key.startswith(rt.settings.input_prefix):
         return f"the key is not under the input prefix ({rt.settings.input_prefix})"
     return None
 
 
 def skip_reason(upload: Upload, rt: Runtime) -> str | None:
-    if not upload.event_name.startswith("ObjectCreated"):
+    if upload.rerun is None and not upload.event_name.startswith("ObjectCreated"):
         return f"event {upload.event_name} is not an object creation"
     if upload.key.endswith("/") and not upload.size:
         return "a zero-byte folder marker"
@@ -130,13 +172,19 @@ def overrides_from(metadata: dict[str, str]) -> tuple[str | None, str | None]:
     return prompt, model_id
 
 
-def build_upload_request(rt: Runtime, source: S3Source) -> ChatRequest:
+def build_upload_request(rt: Runtime, source: S3Source, rerun: Rerun | None = None) -> ChatRequest:
     # HEAD first: an oversize object is refused before any byte is read.
     item = prepare(source, limits=rt.limits)
     rule_name, settings = rt.routing_rules.choose(source.key, item.detected.kind)
     prompt_override, model_override = overrides_from(source.user_metadata)
     if model_override is not None:
         check_model_allowed(model_override, rt.settings.allowed_model_ids, "x-amz-meta-model-id")
+    # A reprocess run's prompt and model win over the object's metadata and the rule, for that run.
+    if rerun is not None and rerun.model_id is not None:
+        check_model_allowed(rerun.model_id, rt.settings.allowed_model_ids, "reprocess.modelId")
+        model_override = rerun.model_id
+    if rerun is not None and rerun.prompt is not None:
+        prompt_override = rerun.prompt
     model_id = model_override or settings.model_id or rt.settings.default_model_id
     prompt = prompt_override or rt.routing_rules.prompt_for(settings, item.detected.kind)
     logger.info(
@@ -166,11 +214,12 @@ def process_upload(
     job = Job(
         request_id=upload.request_id,
         source=upload.source(),
-        build=lambda: build_upload_request(rt, source),
+        build=lambda: build_upload_request(rt, source, upload.rerun),
         result_key=rt.pipeline.results.key_for_upload(upload.key, upload.request_id),
         receive_count=receive_count,
+        attributes=upload.index_attributes(),
     )
-    rt.telemetry.request_received("upload")
+    rt.telemetry.request_received("upload" if upload.rerun is None else "reprocess")
     return rt.pipeline.run(job, budget_seconds=budget_seconds)
 
 
@@ -181,6 +230,11 @@ def uploads_in_message(message: SqsMessage) -> list[Upload]:
         raise InvalidRequestError("body", f"not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("body", "an S3 event notification must be a JSON object")
+    if "reprocess" in body:
+        # Imported here: the S3 notifications' path (and cold start) stays as it was.
+        from shared.reprocess_messages import upload_from_message
+
+        return [upload_from_message(body)]
     return uploads_in(body)
 
 
