@@ -22,6 +22,7 @@ Only the standard library and botocore's event system: nothing of moto or of the
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import json
 import os
@@ -113,9 +114,13 @@ class KillPoints:
         def journaled(event: Any, context: Any) -> Any:
             invocation = getattr(context, "aws_request_id", "")
             self.journal("start", invocation=invocation)
+            # Where every thread was just before a timeout ends the process: in the function's log.
+            remaining = context.get_remaining_time_in_millis() / 1000
+            faulthandler.dump_traceback_later(max(0.1, remaining - 0.3), exit=False)
             try:
                 return handler(event, context)
             finally:
+                faulthandler.cancel_dump_traceback_later()
                 self.journal("end", invocation=invocation)
 
         return journaled
