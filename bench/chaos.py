@@ -97,12 +97,12 @@ FUNCTION_TIMEOUTS = {
 # More than an entry point's Timeout plus the claim's lease margin (lease = Timeout - 10 + 30 = 35 s), as the
 # template's 750 s is more than its 150 s: a message comes back only once its earlier delivery is over.
 VISIBILITY_TIMEOUT = 40
-IMAGE_SHARE = 0.1  # of the valid queued requests
+IMAGE_NUMBERS = (0, 2, 5)  # request number % 10: 30 % of the valid queued requests generate an image
 ROTATION_AT = 0.3  # of the requests sent when the gateway moves to a new token
 ROTATION_WINDOW_SECONDS = 10.0  # until the stack's secret has it
 SLOW_ANSWER_SECONDS = 8.0  # the entry points' gateway budget is 5 s (Timeout 15 - 10 s margin)
 SLOW_RATE = 0.02
-ABORT_RATE = 0.15  # of the poller's executions
+ABORT_RATE = 0.25  # of the poller's executions
 KILL_RATES = {
     "gateway-answered": 0.02,
     "dynamodb-write": 0.004,  # about six writes a request
@@ -165,23 +165,33 @@ class Chaos:
         temporary.replace(self.control)  # atomic: a process never reads half a file
 
     def start(self) -> None:
+        """AWS faults and kills on, and poller executions aborted from now on."""
         arm_aws_faults(self.stack.server.faults)
         self.kills(KILL_RATES)
-        self._threads.append(
-            threading.Thread(target=self._abort_executions, name="chaos-aborts", daemon=True)
-        )
-        for thread in self._threads:
-            thread.start()
+        self.start_aborting()
+
+    def start_aborting(self) -> None:
+        thread = threading.Thread(target=self._abort_executions, name="chaos-aborts", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def rotate_token(self, window: float = ROTATION_WINDOW_SECONDS) -> None:
-        """The gateway takes a new token now; the stack's secret gets it `window` seconds later."""
+        """The gateway takes a new token now; the stack's secret gets it `window` seconds later, and not
+        before the gateway has refused the old one at least once (so the window is never missed)."""
         token = secrets.token_urlsafe(16)
         started = time.monotonic()
+        calls_before = len(self.emulator.calls)
         self.emulator.config.token = token
+
+        def refused() -> bool:
+            return any(call.status == 401 for call in self.emulator.calls[calls_before:])
 
         def put_in_secret() -> None:
             if self._stop.wait(window):
                 return
+            deadline = time.monotonic() + 60
+            while not refused() and time.monotonic() < deadline and not self._stop.wait(0.1):
+                pass
             self.stack.client("secretsmanager").put_secret_value(
                 SecretId=self.stack.physical_id("GatewayTokenSecret"), SecretString=token
             )
@@ -222,7 +232,7 @@ class Chaos:
             now = time.monotonic()
             for execution in running:
                 if execution not in seen:
-                    seen[execution] = now + draw.uniform(0, 4) if draw.random() < self.abort_rate else None
+                    seen[execution] = now + draw.uniform(0, 2) if draw.random() < self.abort_rate else None
                 when = seen[execution]
                 if when is not None and now >= when:
                     seen[execution] = None
@@ -234,9 +244,9 @@ class Chaos:
 def make_plan(total: int, seed: int) -> soak.Plan:
     """The soak's plan, with a share of the valid queued requests generating an image."""
     plan = soak.make_plan(total, seed)
-    draw = random.Random(seed + 1)
     for request in plan.requests:
-        if request.kind == "queued" and request.valid and request.request_id and draw.random() < IMAGE_SHARE:
+        # Three in ten of them: short or full forms that name their requestId.
+        if request.kind == "queued" and request.valid and request.number % 10 in IMAGE_NUMBERS:
             request.variant = "image"
     return plan
 

@@ -227,3 +227,30 @@ def test_the_emulator_answers_late_when_asked_to(emulator):
     assert answer.status_code == 200 and time.monotonic() - started >= 1.0
     [call] = emulator.calls
     assert (call.status, call.fault) == (200, "slow")
+
+
+def test_the_chaos_benchmark_aborts_poller_executions_and_opens_a_401_window(pipeline, tmp_path):
+    from bench.chaos import Chaos
+    from devtools.local_pipeline import image_request_message
+
+    chaos = Chaos(pipeline.stack, pipeline.emulator, tmp_path / "kill-points.json", abort_rate=1.0)
+    pipeline.emulator.config.execution_seconds = 20  # still running when the abort comes
+    chaos.start_aborting()
+    chaos.rotate_token(window=4)
+    pipeline.send(image_request_message("aborted"))
+    deadline = time.monotonic() + 60
+    while not chaos.aborted and time.monotonic() < deadline:
+        time.sleep(0.1)
+    chaos.stop()
+
+    [execution] = chaos.aborted
+    described = pipeline.stack.client("stepfunctions").describe_execution(executionArn=execution)
+    assert described["status"] == "ABORTED"
+    # The gateway refused the stack's token until the secret had the new one.
+    statuses = [call.status for call in pipeline.emulator.calls if call.kind == "chat"]
+    assert statuses[0] == 401, statuses
+    assert chaos.rotations and chaos.rotations[0]["window_seconds"] >= 4
+    secret = pipeline.stack.client("secretsmanager").get_secret_value(
+        SecretId=pipeline.stack.physical_id("GatewayTokenSecret")
+    )
+    assert secret["SecretString"] == pipeline.emulator.config.token

@@ -24,13 +24,15 @@ from moto.s3.models import FakeBucket, S3Backend
 from moto.sqs.models import SQSBackend
 from moto.stepfunctions.parser.api import ExecutionStatus
 from moto.stepfunctions.parser.asl.component.state import state as asl_state
-from moto.stepfunctions.parser.backend.execution import Execution
+from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
 _original_start_execution = StepFunctionsParserBackend.start_execution
 _original_start_execution_details = Execution.get_start_execution_details
 _original_state_data = asl_state.StateData
 _original_execution_init = Execution.__init__
+_original_execution_stop = Execution.stop
+_original_reflect_status = BaseExecutionWorkerCommunication._reflect_execution_status
 # StartExecution is atomic in AWS. moto checks that the name is free, copies the state machine, then adds the
 # execution: two starts with one name at once (a redelivered request) would both run.
 _start_execution_lock = threading.Lock()
@@ -64,6 +66,21 @@ def _execution_running_from_the_start(execution: Execution, *args: Any, **kwargs
     # with a status filter raises AttributeError. AWS answers StartExecution with a RUNNING execution.
     _original_execution_init(execution, *args, **kwargs)
     execution.exec_status = ExecutionStatus.RUNNING
+
+
+def _stop_remembered(execution: Execution, *args: Any, **kwargs: Any) -> None:
+    execution.stop_requested = True  # type: ignore[attr-defined]
+    _original_execution_stop(execution, *args, **kwargs)
+
+
+def _aborted_when_stopped(communication: BaseExecutionWorkerCommunication) -> None:
+    # StopExecution ends an execution ABORTED in AWS. moto's interpreter, stopped inside a Map, raises while
+    # unwinding (AttributeError on the aborted iteration's error) and records the execution FAILED.
+    _original_reflect_status(communication)
+    execution = communication.execution
+    if getattr(execution, "stop_requested", False):
+        execution.exec_status = ExecutionStatus.ABORTED
+        execution.error = execution.cause = None
 
 
 def _under_queue_lock(method: Any) -> Any:
@@ -375,6 +392,10 @@ def moto_fixes() -> list[Any]:
         mock.patch.object(FakeBucket, "get_permission", _bucket_permission_over_https),
         mock.patch.object(s3_notifications, "quote_plus", _quote_key_like_s3),
         mock.patch.object(Execution, "__init__", _execution_running_from_the_start),
+        mock.patch.object(Execution, "stop", _stop_remembered),
+        mock.patch.object(
+            BaseExecutionWorkerCommunication, "_reflect_execution_status", _aborted_when_stopped
+        ),
         *(
             mock.patch.object(SQSBackend, name, _under_queue_lock(getattr(SQSBackend, name)))
             for name in ("receive_message", "delete_message", "change_message_visibility", "purge_queue")
