@@ -20,6 +20,8 @@ VALID = {
     "MAX_RECEIVE_COUNT": "5",
     "GATEWAY_MAX_ATTEMPTS": "4",
     "MAX_REQUEST_BYTES": "25000000",
+    "SWEEP_GRACE_SECONDS": "900",
+    "POLLER_TIMEOUT_SECONDS": "3600",
     "ROUTING_RULES_PARAMETER": "",
     "PRICE_TABLE": '{"amazon.nova-lite-v1:0": [0.00006, 0.00024]}',
     "ATTACHMENTS_PREFIX": "attachments/",

@@ -456,10 +456,11 @@ def check_alarm(stack, resource):
             metric["Id"] for metric in properties["Metrics"]
         ]
         dimensions = [m["MetricStat"]["Metric"]["Dimensions"] for m in alarm["Metrics"] if "MetricStat" in m]
-        function_names = {
-            str(r.physical_id) for r in stack.resources.values() if r.type.endswith("::Function")
+        # Each metric is one of the stack's own resources (a function, queue, table or state machine).
+        names = {str(r.physical_id) for r in stack.resources.values()} | {
+            str(value) for r in stack.resources.values() for value in r.attributes.values()
         }
-        assert dimensions and all(dimension[0]["Value"] in function_names for dimension in dimensions)
+        assert dimensions and all(dimension[0]["Value"] in names for dimension in dimensions)
     else:
         assert (alarm["Namespace"], alarm["MetricName"]) == (
             properties["Namespace"],
@@ -479,6 +480,37 @@ def check_event_bus(stack, resource):
     )
 
 
+def check_rule(stack, resource):
+    events = stack.client("events")
+    rule = events.describe_rule(Name=resource.physical_id)
+    assert rule["Arn"] == resource.attributes["Arn"] and rule["State"] == resource.properties["State"]
+    if "EventPattern" in resource.properties:
+        assert json.loads(rule["EventPattern"]) == resource.properties["EventPattern"]
+    else:
+        assert rule["ScheduleExpression"] == resource.properties["ScheduleExpression"]
+    targets = events.list_targets_by_rule(Rule=resource.physical_id)["Targets"]
+    assert [(t["Id"], t["Arn"]) for t in targets] == [
+        (t["Id"], t["Arn"]) for t in resource.properties["Targets"]
+    ]
+    assert stack.events.undelivered == []
+
+
+def check_permission(stack, resource):
+    properties = resource.properties
+    policy = json.loads(stack.client("lambda").get_policy(FunctionName=properties["FunctionName"])["Policy"])
+    (statement,) = [s for s in policy["Statement"] if s["Sid"] == resource.logical_id]
+    assert statement["Principal"] == {"Service": properties["Principal"]}
+    assert statement["Condition"]["ArnLike"]["AWS:SourceArn"] == properties["SourceArn"]
+
+
+def check_invoke_config(stack, resource):
+    properties = resource.properties
+    function = next(f for f in stack.functions.values() if f.name == properties["FunctionName"])
+    config = stack.events_created.invoke_configs[function.logical_id]
+    assert config.maximum_retry_attempts == int(properties["MaximumRetryAttempts"])
+    assert config.on_failure == properties["DestinationConfig"]["OnFailure"]["Destination"]
+
+
 RESOURCE_CHECKS = {
     "AWS::S3::Bucket": check_bucket,
     "AWS::S3::BucketPolicy": check_bucket_policy,
@@ -495,6 +527,9 @@ RESOURCE_CHECKS = {
     "AWS::CloudWatch::Alarm": check_alarm,
     "AWS::SNS::Topic": check_topic,
     "AWS::Events::EventBus": check_event_bus,
+    "AWS::Events::Rule": check_rule,
+    "AWS::Lambda::Permission": check_permission,
+    "AWS::Lambda::EventInvokeConfig": check_invoke_config,
 }
 
 

@@ -4,6 +4,7 @@ import contextlib
 import json
 import time
 
+from shared.poller import execution_name
 from tests.plugins.gateway import EMULATOR_TOKEN
 from tests.plugins.pipeline import Pipeline, pipeline_parameters
 from tests.sample_files import IMAGE_TOOL
@@ -21,7 +22,8 @@ def image_request(request_id: str) -> dict:
 def executions_of(pipeline: Pipeline, request_id: str) -> list[dict]:
     sfn = pipeline.stack.client("stepfunctions")
     arn = pipeline.stack.physical_id("ToolExecutionPoller")
-    return [e for e in sfn.list_executions(stateMachineArn=arn)["executions"] if e["name"] == request_id]
+    names = {execution_name(request_id, attempt) for attempt in range(1, 6)}
+    return [e for e in sfn.list_executions(stateMachineArn=arn)["executions"] if e["name"] in names]
 
 
 def test_several_executions_complete_with_every_image_stored(pipeline):
@@ -103,7 +105,9 @@ def test_a_duplicate_start_is_harmless(pipeline):
     arn = pipeline.stack.physical_id("ToolExecutionPoller")
     with contextlib.suppress(sfn.exceptions.ExecutionAlreadyExists):
         sfn.start_execution(
-            stateMachineArn=arn, name="dup-start", input=json.dumps({"requestId": "dup-start"})
+            stateMachineArn=arn,
+            name=execution_name("dup-start", 1),
+            input=json.dumps({"requestId": "dup-start", "attempt": 1, "executions": []}),
         )
     assert len(executions_of(pipeline, "dup-start")) == 1
 

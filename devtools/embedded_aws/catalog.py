@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from devtools.embedded_aws.event_rules import EventsRule, LambdaEventInvokeConfig, LambdaPermission
 from devtools.embedded_aws.resources import (
     CloudWatchAlarm,
     DynamoDbTable,
@@ -42,6 +43,9 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
         ServerlessFunction(),
         ServerlessStateMachine(),
         LambdaEventSourceMapping(),
+        EventsRule(),
+        LambdaPermission(),
+        LambdaEventInvokeConfig(),
     )
 }
 

@@ -17,6 +17,7 @@ from botocore.config import Config
 from moto.core.exceptions import JsonRESTError
 from moto.dynamodb.exceptions import ItemSizeToUpdateTooLarge
 from moto.dynamodb.models import DynamoDBBackend
+from moto.events.models import Rule as EventsRule
 from moto.iam.access_control import IAMPolicy, IAMRequest, IAMRequestBase, PermissionResult
 from moto.s3 import notifications as s3_notifications
 from moto.s3.exceptions import S3ClientError
@@ -24,6 +25,8 @@ from moto.s3.models import FakeBucket, S3Backend
 from moto.sqs.models import SQSBackend
 from moto.stepfunctions.parser.api import ExecutionStatus
 from moto.stepfunctions.parser.asl.component.state import state as asl_state
+from moto.stepfunctions.parser.asl.eval.environment import Environment
+from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
 from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
@@ -31,8 +34,6 @@ _original_start_execution = StepFunctionsParserBackend.start_execution
 _original_start_execution_details = Execution.get_start_execution_details
 _original_state_data = asl_state.StateData
 _original_execution_init = Execution.__init__
-_original_execution_stop = Execution.stop
-_original_reflect_status = BaseExecutionWorkerCommunication._reflect_execution_status
 # StartExecution is atomic in AWS. moto checks that the name is free, copies the state machine, then adds the
 # execution: two starts with one name at once (a redelivered request) would both run.
 _start_execution_lock = threading.Lock()
@@ -68,19 +69,43 @@ def _execution_running_from_the_start(execution: Execution, *args: Any, **kwargs
     execution.exec_status = ExecutionStatus.RUNNING
 
 
-def _stop_remembered(execution: Execution, *args: Any, **kwargs: Any) -> None:
-    execution.stop_requested = True  # type: ignore[attr-defined]
-    _original_execution_stop(execution, *args, **kwargs)
+# Step Functions tells EventBridge when an execution ends (FAILED, ABORTED, TIMED_OUT, SUCCEEDED); moto tells
+# no one. Each deployed stack listens here (devtools.embedded_aws.event_rules) while it is up.
+EXECUTION_END_LISTENERS: list[Callable[[Execution], None]] = []
+_original_terminated = BaseExecutionWorkerCommunication.terminated
 
 
-def _aborted_when_stopped(communication: BaseExecutionWorkerCommunication) -> None:
-    # StopExecution ends an execution ABORTED in AWS. moto's interpreter, stopped inside a Map, raises while
-    # unwinding (AttributeError on the aborted iteration's error) and records the execution FAILED.
-    _original_reflect_status(communication)
-    execution = communication.execution
-    if getattr(execution, "stop_requested", False):
-        execution.exec_status = ExecutionStatus.ABORTED
-        execution.error = execution.cause = None
+def _terminated_and_announced(communication: BaseExecutionWorkerCommunication) -> None:
+    _original_terminated(communication)
+    for listener in list(EXECUTION_END_LISTENERS):
+        listener(communication.execution)
+
+
+_original_set_error = Environment.set_error
+
+
+def _set_error_unless_stopped(env: Environment, error: Any) -> None:
+    # StopExecution during a Map: its iterations then fail to move on ("Could not set NextState value when in
+    # state ProgramStopped") and moto records that as the execution's error, so it ends FAILED. In AWS a
+    # stopped execution is ABORTED, whatever its states were doing.
+    if isinstance(env._program_state, ProgramStopped):
+        return
+    _original_set_error(env, error)
+
+
+_original_send_to_targets = EventsRule.send_to_targets
+
+
+def _send_to_targets_but_functions(rule: EventsRule, event: Any, transform_input: bool = True) -> None:
+    # moto raises on a Lambda target (and matches every event against a schedule's rule, which has no pattern):
+    # functions are the event router's to invoke (devtools.embedded_aws.event_rules); the rest is moto's.
+    if rule.scheduled_expression:
+        return
+    others = [target for target in rule.targets if ":lambda:" not in target["Arn"]]
+    if others:
+        shallow = copy.copy(rule)
+        shallow.targets = others
+        _original_send_to_targets(shallow, event, transform_input)
 
 
 def _under_queue_lock(method: Any) -> Any:
@@ -164,8 +189,13 @@ def _arn(response: Any, service: str, resource: str) -> str:
 
 
 def _dynamodb_resource(response: Any) -> str:
-    table = _json_body(response).get("TableName")
-    return _arn(response, "dynamodb", f"table/{table}") if table else "*"
+    body = _json_body(response)
+    table = body.get("TableName")
+    if not table:
+        return "*"
+    # A Query or Scan of an index is allowed (or not) on the index's own ARN, as AWS checks it.
+    index = f"/index/{body['IndexName']}" if body.get("IndexName") else ""
+    return _arn(response, "dynamodb", f"table/{table}{index}")
 
 
 def _stepfunctions_resource(response: Any) -> str:
@@ -392,10 +422,9 @@ def moto_fixes() -> list[Any]:
         mock.patch.object(FakeBucket, "get_permission", _bucket_permission_over_https),
         mock.patch.object(s3_notifications, "quote_plus", _quote_key_like_s3),
         mock.patch.object(Execution, "__init__", _execution_running_from_the_start),
-        mock.patch.object(Execution, "stop", _stop_remembered),
-        mock.patch.object(
-            BaseExecutionWorkerCommunication, "_reflect_execution_status", _aborted_when_stopped
-        ),
+        mock.patch.object(BaseExecutionWorkerCommunication, "terminated", _terminated_and_announced),
+        mock.patch.object(EventsRule, "send_to_targets", _send_to_targets_but_functions),
+        mock.patch.object(Environment, "set_error", _set_error_unless_stopped),
         *(
             mock.patch.object(SQSBackend, name, _under_queue_lock(getattr(SQSBackend, name)))
             for name in ("receive_message", "delete_message", "change_message_visibility", "purge_queue")

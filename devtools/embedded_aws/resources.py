@@ -18,6 +18,7 @@ from devtools.embedded_aws.aws_api import call, tag_list, tag_map
 from devtools.embedded_aws.template import TemplateError
 
 if TYPE_CHECKING:
+    from devtools.embedded_aws.event_rules import RulesCreated
     from devtools.embedded_aws.serverless import FunctionInfo
 
 
@@ -53,6 +54,7 @@ class DeployContext:
     # Benchmarks only: the Timeout (seconds) of the functions named (by logical id), instead of the template's.
     function_timeout_override: Mapping[str, int] = field(default_factory=dict)
     functions: dict[str, FunctionInfo] = field(default_factory=dict)  # filled by the function creator
+    event_rules: RulesCreated = field(default_factory=lambda: _rules_created())  # filled by the rule creators
     _service_roles: dict[str, str] = field(default_factory=dict)
 
     def physical_name(self, logical_id: str, max_length: int, lowercase: bool = False) -> str:
@@ -69,6 +71,12 @@ class DeployContext:
         region = self.region if region is None else region
         account = self.account_id if account is None else account
         return f"arn:{self.partition}:{service}:{region}:{account}:{resource}"
+
+
+def _rules_created() -> RulesCreated:
+    from devtools.embedded_aws.event_rules import RulesCreated  # it builds on this module
+
+    return RulesCreated()
 
 
 class ResourceType:

@@ -22,6 +22,7 @@ from devtools.embedded_aws.environment import (
     ProcessEnvironment,
     function_process_environment,
 )
+from devtools.embedded_aws.event_rules import EventRouter, RulesCreated
 from devtools.embedded_aws.lambda_runtime import (
     FunctionRuntime,
     Handler,
@@ -29,7 +30,7 @@ from devtools.embedded_aws.lambda_runtime import (
     LambdaRuntimeError,
     MotoLambdaBridge,
 )
-from devtools.embedded_aws.moto_fixes import moto_fixes, step_functions_as_their_role
+from devtools.embedded_aws.moto_fixes import EXECUTION_END_LISTENERS, moto_fixes, step_functions_as_their_role
 from devtools.embedded_aws.resources import CreatedResource, DeployContext
 from devtools.embedded_aws.roles import StackRoles, translate
 from devtools.embedded_aws.serverless import FunctionInfo
@@ -144,6 +145,8 @@ class DeployedStack:
         self.function_credentials: dict[str, Credentials] = {}
         self.invocations = InvocationLog()
         self.pollers: list[SqsPoller] = []
+        self.events: EventRouter | None = None  # EventBridge's deliveries to the functions
+        self.events_created: RulesCreated | None = None  # the rules, permissions and invoke configs
         self._runtimes: dict[str, FunctionRuntime] = {}
         self._clients: dict[tuple[str, str | None], Any] = {}
         self._clients_lock = threading.Lock()
@@ -262,6 +265,27 @@ class DeployedStack:
         self._cleanup.callback(bridge.stop)
         # Runs before bridge.stop (callbacks run in reverse), while handlers can still be reached.
         self._cleanup.callback(self._stop_executions_and_wait)
+
+        self.events_created = context.event_rules
+        self.events = EventRouter(
+            context.event_rules,
+            self._runtimes,
+            region=self.region,
+            account_id=self.account_id,
+            sqs_as_function=lambda logical_id: self.client("sqs", as_function=logical_id),
+        )
+        machines = set(self._state_machine_arns())
+
+        def execution_ended(execution: Any) -> None:
+            if self.events is not None and execution.state_machine_arn in machines:
+                self.events.execution_ended(execution)
+
+        EXECUTION_END_LISTENERS.append(execution_ended)
+        self._cleanup.callback(EXECUTION_END_LISTENERS.remove, execution_ended)
+        # Runs first at close: no event is delivered while the stack stops its executions.
+        self._cleanup.callback(self.events.close)
+        if start_pollers:
+            self.events.start_schedules()
 
         for function in self.functions.values():
             for source in function.events.values():
@@ -460,6 +484,8 @@ class DeployedStack:
                 )
         if self.invocations.in_progress:
             busy.append(f"{self.invocations.in_progress} handler invocation(s) running")
+        if self.events is not None and self.events.pending:
+            busy.append(f"{self.events.pending} EventBridge delivery(ies) pending")
         busy.extend(
             f"execution {execution['executionArn']} running" for execution in self._executions("RUNNING")
         )

@@ -4,6 +4,8 @@ expected and what was given, rather than a KeyError deep inside."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Any
 
 SQS_EVENT = "an SQS event {'Records': [{'eventSource': 'aws:sqs', 'messageId': ..., 'body': ...}]}"
@@ -12,7 +14,13 @@ POLL_STATE = (
     "the poller's state {'requestId': str, 'execution': {'executionId': str, ...}, 'startedAt': str,"
     " 'policy': {...}}"
 )
-FINISH_STATE = "{'requestId': str, 'executions': [{'executionId': str, 'status': str, ...}, ...]}"
+FINISH_STATE = (
+    "the poller's end {'requestId': str, 'attempt': int, 'executions': [{'executionId': str, ...}, ...]} or its"
+    " failure {'requestId': str, 'attempt': int, 'failure': {'error': str, 'cause': str}}, or EventBridge's"
+    " 'Step Functions Execution Status Change' of a poller execution"
+)
+SWEEP_EVENT = "EventBridge's 'Scheduled Event', or {} (an invocation by hand)"
+EXECUTION_STATUS_CHANGE = "Step Functions Execution Status Change"
 
 
 class InvalidEventError(ValueError):
@@ -78,12 +86,66 @@ def poll_state(function: str, event: Any) -> dict[str, Any]:
     return event
 
 
-def finish_state(function: str, event: Any) -> dict[str, Any]:
-    executions = event.get("executions") if isinstance(event, dict) else None
+@dataclass(frozen=True)
+class FinishEvent:
+    """What the FinishRequestFunction is asked: to finish a request from its executions' outcomes, or to record
+    that its poller failed (`failure` says how)."""
+
+    request_id: str
+    attempt: (
+        int | None
+    )  # None: a poller started before attempts were named (it finishes whichever is waiting)
+    executions: list[dict[str, Any]] | None = None
+    failure: str | None = None
+
+
+def finish_state(function: str, event: Any) -> FinishEvent:
+    if isinstance(event, dict) and event.get("detail-type") == EXECUTION_STATUS_CHANGE:
+        return _poller_ended(function, event)
+    if not isinstance(event, dict) or not isinstance(event.get("requestId"), str):
+        raise InvalidEventError(function, FINISH_STATE, event)
+    attempt = event.get("attempt")
+    if attempt is not None and (not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1):
+        raise InvalidEventError(function, FINISH_STATE, event)
+    failure = event.get("failure")
+    if isinstance(failure, dict):
+        error, cause = failure.get("error"), failure.get("cause")
+        return FinishEvent(event["requestId"], attempt, failure=f"the poller failed: {error}: {cause}")
+    executions = event.get("executions")
     if not (
-        isinstance(event.get("requestId") if isinstance(event, dict) else None, str)
-        and isinstance(executions, list)
+        isinstance(executions, list)
         and all(isinstance(e, dict) and isinstance(e.get("executionId"), str) for e in executions)
     ):
         raise InvalidEventError(function, FINISH_STATE, event)
-    return event
+    return FinishEvent(event["requestId"], attempt, executions=executions)
+
+
+def _poller_ended(function: str, event: dict[str, Any]) -> FinishEvent:
+    """The poller's own input names the request and the attempt; EventBridge carries it as a JSON string."""
+    detail = event.get("detail")
+    started_with: Any = None
+    if isinstance(detail, dict) and isinstance(detail.get("input"), str):
+        try:
+            started_with = json.loads(detail["input"])
+        except ValueError:
+            started_with = None
+    if not (isinstance(started_with, dict) and isinstance(started_with.get("requestId"), str)):
+        raise InvalidEventError(function, FINISH_STATE + " whose detail.input names the requestId", event)
+    attempt = started_with.get("attempt")
+    name, status = detail.get("name"), detail.get("status")  # type: ignore[union-attr]
+    reason = f"{detail.get('error')}: {detail.get('cause')}" if detail.get("error") else "no error given"  # type: ignore[union-attr]
+    return FinishEvent(
+        started_with["requestId"],
+        attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+        failure=f"the poller execution {name} ended {status}: {reason}",
+    )
+
+
+def sweep_event(function: str, event: Any) -> dict[str, Any]:
+    if event == {} or (
+        isinstance(event, dict)
+        and event.get("detail-type") == "Scheduled Event"
+        and event.get("source") == "aws.events"
+    ):
+        return event
+    raise InvalidEventError(function, SWEEP_EVENT, event)

@@ -67,6 +67,9 @@ class Settings(BaseModel):
     max_receive_count: Annotated[int, Field(alias="MAX_RECEIVE_COUNT", ge=1)]
     gateway_max_attempts: Annotated[int, Field(alias="GATEWAY_MAX_ATTEMPTS", ge=1)]
     max_request_bytes: Annotated[int, Field(alias="MAX_REQUEST_BYTES", ge=1024)]
+    # When a record that has not ended counts as stranded (shared.records.SweepPolicy).
+    sweep_grace_seconds: Annotated[int, Field(alias="SWEEP_GRACE_SECONDS", ge=60)]
+    poller_timeout_seconds: Annotated[int, Field(alias="POLLER_TIMEOUT_SECONDS", ge=1)]
     routing_rules_parameter: Annotated[str, Field(alias="ROUTING_RULES_PARAMETER")] = ""
     # Only the entry points start the poller; the poll and finish steps have no such variable.
     poller_state_machine_arn: Annotated[str, Field(alias="POLLER_STATE_MACHINE_ARN")] = ""

@@ -7,6 +7,8 @@ class PipelineError(Exception):
     """Base of every failure that ends up in a record's `error` field."""
 
     retryable = False
+    # The sender's to fix (what it sent), not the operator's: the two are counted (and alarmed on) apart.
+    caller_fault = False
 
     @property
     def kind(self) -> str:
@@ -15,6 +17,8 @@ class PipelineError(Exception):
 
 class InvalidRequestError(PipelineError):
     """A request, message, rule or override breaks a rule; `field` and `rule` say which."""
+
+    caller_fault = True
 
     def __init__(self, field: str, rule: str):
         self.field = field
@@ -25,12 +29,16 @@ class InvalidRequestError(PipelineError):
 class UnsupportedMediaError(PipelineError):
     """An item is of a type the gateway does not take; `detected` names what was found."""
 
+    caller_fault = True
+
     def __init__(self, detected: str, message: str | None = None):
         self.detected = detected
         super().__init__(message or f"unsupported file type: {detected}")
 
 
 class MediaTooLargeError(PipelineError):
+    caller_fault = True
+
     def __init__(self, what: str, size: int, limit: int):
         self.size = size
         self.limit = limit
@@ -40,6 +48,8 @@ class MediaTooLargeError(PipelineError):
 class RequestTooLargeError(PipelineError):
     """The request's JSON body (base64 included) would be over the gateway's payload limit: nothing is sent."""
 
+    caller_fault = True
+
     def __init__(self, size: int, limit: int, what: str = "the request body"):
         self.size = size
         self.limit = limit
@@ -48,6 +58,8 @@ class RequestTooLargeError(PipelineError):
 
 class SourceNotFoundError(PipelineError):
     """An object named by an event or an attachment does not exist (or cannot be read)."""
+
+    caller_fault = True
 
 
 class GatewayError(PipelineError):
@@ -98,6 +110,8 @@ class GatewayNotFoundError(PermanentGatewayError):
 
 class PayloadTooLargeError(PermanentGatewayError):
     """413 from the gateway."""
+
+    caller_fault = True
 
 
 class TransientGatewayError(GatewayError):

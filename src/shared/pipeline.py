@@ -25,6 +25,7 @@ from shared.errors import (
 )
 from shared.models import ChatRequest, ChatResponse, build_models, parse, to_wire
 from shared.notifications import announce
+from shared.poller import execution_name
 from shared.records import Status, split_for_item
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class Pipeline:
             stored = self._stored_answer(job) if claim.attempts > 1 else None
             if stored is not None:
                 model_id, response, latency = stored
-                return self._store(job, model_id, response, latency, answer_stored=True)
+                return self._store(job, claim.attempts, model_id, response, latency, answer_stored=True)
             request = job.build()
             started = self.clock()
             response = self.gateway.chat(
@@ -138,7 +139,7 @@ class Pipeline:
             self.telemetry.gateway_answered(request.model_id, latency, response.usage)
             # Storing is inside the try too: if it fails, the lease is given back (or the request recorded
             # as given up) instead of being held until it expires.
-            return self._store(job, response.model or request.model_id, response, latency)
+            return self._store(job, claim.attempts, response.model or request.model_id, response, latency)
         except ContractBreachError as error:
             return self._keep_unreadable_answer(job, error)
         except PipelineError as error:
@@ -158,7 +159,10 @@ class Pipeline:
         self, request_id: str, error: PipelineError | Exception, message: str | None = None, **kw: Any
     ) -> Outcome:
         record = self.records.fail(request_id, error, message=message, **kw)
-        self.telemetry.request_failed(getattr(error, "kind", type(error).__name__))
+        if isinstance(error, PipelineError):
+            self.telemetry.request_failed(error.kind, caller_fault=error.caller_fault)
+        else:
+            self.telemetry.request_failed(type(error).__name__)
         if record:
             self._notify(record)
         return Outcome(request_id, Status.FAILED.value, message or str(error))
@@ -166,7 +170,7 @@ class Pipeline:
     def resume(self, record: dict[str, Any]) -> None:
         """A redelivery found the work done: finish what the earlier delivery may not have."""
         if record.get("status") == Status.WAITING_FOR_TOOLS:
-            self.poller.start(record["requestId"], record.get("executions") or [])
+            self.poller.start(record["requestId"], record.get("executions") or [], int(record["attempts"]))
         else:
             self._notify(record)
 
@@ -196,7 +200,14 @@ class Pipeline:
         return str(document.get("modelId")), response, float(document.get("latencyMs") or 0) / 1000
 
     def _store(
-        self, job: Job, model_id: str, response: ChatResponse, latency: float, *, answer_stored: bool = False
+        self,
+        job: Job,
+        attempt: int,
+        model_id: str,
+        response: ChatResponse,
+        latency: float,
+        *,
+        answer_stored: bool = False,
     ) -> Outcome:
         """The answer to S3 first (it is billed work: nothing after may lose it), then the record."""
         executions = [
@@ -233,12 +244,17 @@ class Pipeline:
         )
         fields.update(resultLocation=location, resultInS3Only=in_s3)
         try:
-            return self._finish(job, response, executions, fields)
+            return self._finish(job, attempt, response, executions, fields)
         except RecordRefusedError as refused:  # the answer is in S3; the record says why it is not here
             return self.fail(job.request_id, refused, extra={"resultLocation": location})
 
     def _finish(
-        self, job: Job, response: ChatResponse, executions: list[dict[str, Any]], fields: dict[str, Any]
+        self,
+        job: Job,
+        attempt: int,
+        response: ChatResponse,
+        executions: list[dict[str, Any]],
+        fields: dict[str, Any],
     ) -> Outcome:
         failed_tools = response.failed_tools
         if failed_tools:
@@ -246,11 +262,12 @@ class Pipeline:
             return self.fail(job.request_id, ToolExecutionFailed(reasons), extra=fields)
         if executions:
             fields["executions"] = executions
+            fields["poller"] = execution_name(job.request_id, attempt)
             moved = self.records.finish(
                 job.request_id, Status.WAITING_FOR_TOOLS, fields, allowed_from=(Status.PROCESSING,)
             )
             if moved:
-                self.poller.start(job.request_id, executions)
+                self.poller.start(job.request_id, executions, attempt)
             return Outcome(job.request_id, Status.WAITING_FOR_TOOLS.value)
         record = self.records.finish(
             job.request_id, Status.COMPLETED, fields, allowed_from=(Status.PROCESSING,)

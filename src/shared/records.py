@@ -10,6 +10,8 @@ from __future__ import annotations
 import decimal
 import json
 import time
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -40,6 +42,26 @@ class Status(StrEnum):
 
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED})
 
+# The sweeper's sparse index: only a record that has not ended carries sweepShard and sweepAt, the moment
+# after which nothing but the sweeper will move it on. The shards spread the index's writes.
+SWEEP_INDEX = "SweepIndex"
+SWEEP_SHARDS = 8
+SWEEP_ATTRIBUTES = ("sweepShard", "sweepAt")
+
+
+def sweep_shard(request_id: str) -> str:
+    return str(zlib.crc32(request_id.encode()) % SWEEP_SHARDS)
+
+
+@dataclass(frozen=True)
+class SweepPolicy:
+    """When a record that has not ended counts as stranded. PROCESSING: `grace_seconds` after its lease
+    ended (time for its message's next delivery; more than the queues' visibility timeout). WAITING_FOR_TOOLS:
+    `poller_seconds` (the poller's own timeout) plus the grace, after it began waiting."""
+
+    grace_seconds: int = 900
+    poller_seconds: int = 3600
+
 
 def utc_now_iso(clock: float | None = None) -> str:
     moment = datetime.now(UTC) if clock is None else datetime.fromtimestamp(clock, UTC)
@@ -50,13 +72,14 @@ def utc_now_iso(clock: float | None = None) -> str:
 MAX_ERROR_MESSAGE_CHARS = 2000
 
 
+def truncated(text: str, limit: int = MAX_ERROR_MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def error_fields(error: PipelineError | Exception, message: str | None = None) -> dict[str, Any]:
     retryable = isinstance(error, PipelineError) and error.retryable
     kind = error.kind if isinstance(error, PipelineError) else type(error).__name__
-    text = message or str(error)
-    if len(text) > MAX_ERROR_MESSAGE_CHARS:
-        text = text[:MAX_ERROR_MESSAGE_CHARS] + f"... ({len(text)} characters)"
-    return {"kind": kind, "message": text, "retryable": retryable}
+    return {"kind": kind, "message": truncated(message or str(error)), "retryable": retryable}
 
 
 def to_dynamo(value: Any) -> Any:
@@ -86,10 +109,13 @@ class Claim:
 
 
 class RecordStore:
-    def __init__(self, table: Any, *, ttl_days: int, clock: Any = time.time):
+    def __init__(
+        self, table: Any, *, ttl_days: int, clock: Any = time.time, sweep: SweepPolicy | None = None
+    ):
         self._table = table
         self._ttl_days = ttl_days
         self._clock = clock
+        self._sweep = sweep or SweepPolicy()
 
     def get(self, request_id: str) -> dict[str, Any] | None:
         item = self._call(self._table.get_item, Key={"requestId": request_id}, ConsistentRead=True).get(
@@ -122,6 +148,8 @@ class RecordStore:
             ":one": 1,
             ":true": True,
             ":fingerprint": fingerprint,
+            ":shard": sweep_shard(request_id),
+            ":sweep_at": int(now + lease_seconds + self._sweep.grace_seconds),
         }
         sets = [
             "#status = :processing",
@@ -131,6 +159,8 @@ class RecordStore:
             "leaseUntil = :lease",
             "attempts = if_not_exists(attempts, :zero) + :one",
             "fingerprint = if_not_exists(fingerprint, :fingerprint)",
+            "sweepShard = :shard",
+            "sweepAt = :sweep_at",
         ]
         if self._ttl_days:
             sets.append("expiresAt = :expires")
@@ -177,10 +207,19 @@ class RecordStore:
         )
 
     def finish(
-        self, request_id: str, status: Status, fields: dict[str, Any], *, allowed_from: tuple[Status, ...]
+        self,
+        request_id: str,
+        status: Status,
+        fields: dict[str, Any],
+        *,
+        allowed_from: tuple[Status, ...],
+        expected: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        """Moves the record forward to `status` and returns it; None when it had already moved on."""
-        return self._update(request_id, {"status": status.value, **fields}, allowed_from=allowed_from)
+        """Moves the record forward to `status` and returns it; None when it had already moved on (or does not
+        hold the `expected` attributes)."""
+        return self._update(
+            request_id, {"status": status.value, **fields}, allowed_from=allowed_from, expected=expected
+        )
 
     def fail(
         self,
@@ -191,10 +230,13 @@ class RecordStore:
         source: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
         create_only: bool = False,
+        allowed_from: tuple[Status, ...] = (Status.PROCESSING, Status.WAITING_FOR_TOOLS),
+        expected: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Records FAILED (and returns the record), creating it if the request never got as far as a claim;
         None when the record had already ended. `create_only`: only a new record, never one that exists
-        (for a message that could not be read: whatever id it names, it touches no other request)."""
+        (for a message that could not be read: whatever id it names, it touches no other request).
+        `expected`: attributes the record must hold (its attempt, say), or it is left alone."""
         fields: dict[str, Any] = {
             "status": Status.FAILED.value,
             "error": error_fields(error, message),
@@ -205,10 +247,29 @@ class RecordStore:
         return self._update(
             request_id,
             fields,
-            allowed_from=() if create_only else (Status.PROCESSING, Status.WAITING_FOR_TOOLS),
-            create=True,
+            allowed_from=() if create_only else allowed_from,
+            create=expected is None,
             remove=("leaseUntil",),
+            expected=expected,
         )
+
+    def overdue(self, now: float | None = None) -> Iterator[dict[str, Any]]:
+        """The records whose sweep moment has passed ({requestId, sweepAt}), from the sparse index: a query per
+        shard, never a scan. The index is eventually consistent: settle each with a condition."""
+        moment = int(self._clock() if now is None else now)
+        for shard in range(SWEEP_SHARDS):
+            query: dict[str, Any] = {
+                "IndexName": SWEEP_INDEX,
+                "KeyConditionExpression": "sweepShard = :shard AND sweepAt <= :now",
+                "ExpressionAttributeValues": {":shard": str(shard), ":now": moment},
+            }
+            while True:
+                page = self._call(self._table.query, **query)
+                for item in page.get("Items", []):
+                    yield from_dynamo(item)
+                if "LastEvaluatedKey" not in page:
+                    break
+                query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def take_gateway_call(self, request_id: str, limit: int) -> int:
         """Counts one more chat call the gateway may bill for the request (over all its deliveries), and
@@ -254,9 +315,15 @@ class RecordStore:
         allowed_from: tuple[Status, ...],
         create: bool = False,
         remove: tuple[str, ...] = (),
+        expected: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         now = self._clock()
         fields = {"updatedAt": utc_now_iso(now), **fields}
+        status = fields.get("status")
+        if status in TERMINAL:
+            remove = (*remove, *SWEEP_ATTRIBUTES)  # out of the sweeper's index
+        elif status == Status.WAITING_FOR_TOOLS:
+            fields["sweepAt"] = int(now + self._sweep.poller_seconds + self._sweep.grace_seconds)
         if create:
             fields.setdefault("createdAt", None)
         names = {f"#f{i}": name for i, name in enumerate(fields)}
@@ -278,6 +345,10 @@ class RecordStore:
         allowed = [f":from{i}" for i in range(len(allowed_from))]
         values.update({f":from{i}": status.value for i, status in enumerate(allowed_from)})
         condition = f"#status IN ({', '.join(allowed)})" if allowed else ""
+        for i, (name, value) in enumerate((expected or {}).items()):
+            names[f"#e{i}"] = name
+            values[f":e{i}"] = to_dynamo(value)
+            condition = " AND ".join(c for c in (condition, f"#e{i} = :e{i}") if c)
         if create:
             condition = " OR ".join(c for c in ("attribute_not_exists(requestId)", condition) if c)
         expression = "SET " + ", ".join(sets)

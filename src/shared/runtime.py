@@ -80,10 +80,12 @@ class Runtime:
 
     @cached_property
     def records(self) -> RecordStore:
-        from shared.records import RecordStore
+        from shared.records import RecordStore, SweepPolicy
 
-        table = boto3.resource("dynamodb", config=AWS_CONFIG).Table(self.settings.results_table)
-        return RecordStore(table, ttl_days=self.settings.record_ttl_days)
+        s = self.settings
+        table = boto3.resource("dynamodb", config=AWS_CONFIG).Table(s.results_table)
+        sweep = SweepPolicy(grace_seconds=s.sweep_grace_seconds, poller_seconds=s.poller_timeout_seconds)
+        return RecordStore(table, ttl_days=s.record_ttl_days, sweep=sweep)
 
     @cached_property
     def results(self) -> ResultStore:

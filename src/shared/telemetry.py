@@ -41,11 +41,20 @@ class Telemetry:
         """An upload event named an object outside the input prefix of the stack's bucket."""
         self._emit({"UploadsRefused": (MetricUnit.Count, 1)}, {})
 
+    def records_swept(self, by_status: Mapping[str, int]) -> None:
+        """Records the sweeper ended: each is a request that nothing else finished (RecordsSweptAlarm)."""
+        self._emit({"RecordsSwept": (MetricUnit.Count, sum(by_status.values()))}, {})
+
     def request_completed(self) -> None:
         self._emit({"RequestsCompleted": (MetricUnit.Count, 1)}, {})
 
-    def request_failed(self, kind: str) -> None:
+    def request_failed(self, kind: str, *, caller_fault: bool = False) -> None:
+        """By kind (for the dashboards) and by whose fault it is (for the alarms: a service fault alarms at
+        once, the callers' mistakes only in numbers)."""
         self._emit({"RequestsFailed": (MetricUnit.Count, 1)}, {"FailureKind": kind})
+        self._emit(
+            {"RequestsFailed": (MetricUnit.Count, 1)}, {"Fault": "caller" if caller_fault else "service"}
+        )
 
     def gateway_answered(self, model_id: str, latency_seconds: float, usage: Any) -> None:
         metrics = {"GatewayLatency": (MetricUnit.Milliseconds, latency_seconds * 1000)}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import GatewayNotFoundError
 from shared.images import ImageRejectedError, UrlAllowlist, decode_data_uri, download
 from shared.models import ToolExecution, build_models
-from shared.records import RecordStore, Status
+from shared.records import RecordStore, Status, truncated
 from shared.results import ResultStore
 
 if TYPE_CHECKING:
@@ -153,12 +153,17 @@ def _downloaded(
             client.close()
 
 
+# An execution's error can be a whole Step Functions cause (up to 32 KB): each keeps its start, so that many
+# executions' errors together stay far inside the item's 400 KB.
+MAX_EXECUTION_ERROR_CHARS = 500
+
+
 def summarise(executions: list[dict[str, Any]]) -> tuple[Status, dict[str, Any] | None]:
     failed = [e for e in executions if e.get("status") != "complete"]
     if not failed:
         return Status.COMPLETED, None
     reasons = "; ".join(f"{e.get('executionId')}: {e.get('error') or e.get('status')}" for e in failed)
-    return Status.FAILED, {"kind": "ToolExecutionFailed", "message": reasons, "retryable": False}
+    return Status.FAILED, {"kind": "ToolExecutionFailed", "message": truncated(reasons), "retryable": False}
 
 
 RECORD_FIELDS = (
@@ -177,12 +182,26 @@ RECORD_FIELDS = (
 
 
 def finish_request(
-    request_id: str, executions: list[dict[str, Any]], *, records: RecordStore, results: ResultStore
+    request_id: str,
+    executions: list[dict[str, Any]],
+    *,
+    attempt: int | None,
+    records: RecordStore,
+    results: ResultStore,
 ) -> dict[str, Any] | None:
-    """Ends a WAITING_FOR_TOOLS record; returns the record when this call ended it (None if done before)."""
+    """Ends a WAITING_FOR_TOOLS record of this attempt; returns the record when this call ended it (None if it
+    was done before, or a later attempt of the request has taken the record since)."""
     slim = [{k: e[k] for k in RECORD_FIELDS if e.get(k) is not None} for e in executions]
+    for execution in slim:
+        if isinstance(execution.get("error"), str):
+            execution["error"] = truncated(execution["error"], MAX_EXECUTION_ERROR_CHARS)
     status, error = summarise(slim)
     record = records.get(request_id) or {}
+    if record.get("status") != Status.WAITING_FOR_TOOLS or (
+        attempt is not None and record.get("attempts") != attempt
+    ):
+        logger.info("request %s is no longer waiting for this poller; left as it is", request_id)
+        return None
     location = record.get("resultLocation")
     if location:
         key = location.split("/", 3)[3]
@@ -191,7 +210,13 @@ def finish_request(
     fields: dict[str, Any] = {"executions": slim}
     if error:
         fields["error"] = error
-    finished = records.finish(request_id, status, fields, allowed_from=(Status.WAITING_FOR_TOOLS,))
+    finished = records.finish(
+        request_id,
+        status,
+        fields,
+        allowed_from=(Status.WAITING_FOR_TOOLS,),
+        expected=None if attempt is None else {"attempts": attempt},
+    )
     if finished is None:
         logger.info("request %s was already finished", request_id)
     return finished

@@ -62,11 +62,15 @@ def records_table() -> Iterator[Any]:
     import boto3
     from moto import mock_aws
 
+    from devtools.embedded_aws.template import Template
+
+    shape = Template.load(ROOT / "template.yaml").resource_properties("ResultsTable")
     with mock_aws():
         dynamodb = boto3.resource("dynamodb", region_name="us-east-1")
         yield dynamodb.create_table(
             TableName="records",
-            KeySchema=[{"AttributeName": "requestId", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "requestId", "AttributeType": "S"}],
+            KeySchema=shape["KeySchema"],
+            AttributeDefinitions=shape["AttributeDefinitions"],
+            GlobalSecondaryIndexes=shape["GlobalSecondaryIndexes"],
             BillingMode="PAY_PER_REQUEST",
         )

@@ -1,0 +1,108 @@
+"""Records that nothing else will finish: a poller that failed (its Catch states, or its end as EventBridge
+reports it) and records the sweeper finds past their time. Each ends FAILED, retryable (a redrive or a resend
+of the same request takes it up again, finishing from the answer already stored), and is announced."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import PipelineError
+from shared.notifications import announce
+from shared.records import Status
+
+if TYPE_CHECKING:
+    from shared.notifications import Notifier
+    from shared.records import RecordStore
+    from shared.telemetry import Telemetry
+
+logger = logging.getLogger(__name__)
+
+
+class PollerFailedError(PipelineError):
+    """The poller of a request's tool executions failed or was stopped: ours to fix, so worth a rerun."""
+
+    retryable = True
+
+
+class StrandedError(PipelineError):
+    """Nothing moved the record on in its time (a crash on its last delivery, a poller nobody saw end)."""
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class Settled:
+    request_id: str
+    record: dict[str, Any] | None  # the FAILED record when this call ended it; None when it had moved on
+
+
+def fail_poller(
+    request_id: str,
+    attempt: int | None,
+    message: str,
+    *,
+    records: RecordStore,
+    notifier: Notifier,
+    telemetry: Telemetry,
+) -> Settled:
+    """Ends the request's WAITING_FOR_TOOLS record of this attempt FAILED and announces it. A record already
+    ended (by the poller itself, a retry of this step, a later attempt) is only announced if it was not yet."""
+    error = PollerFailedError(message)
+    expected = None if attempt is None else {"attempts": attempt}
+    record = records.fail(request_id, error, allowed_from=(Status.WAITING_FOR_TOOLS,), expected=expected)
+    if record is not None:
+        telemetry.request_failed(error.kind)
+    current = record or records.get(request_id)
+    if current is not None and (attempt is None or current.get("attempts") == attempt):
+        announce(current, notifier, records)
+    return Settled(request_id, record)
+
+
+def sweep(
+    *, records: RecordStore, notifier: Notifier, telemetry: Telemetry, now: float, limit: int
+) -> dict[str, Any]:
+    """Settles up to `limit` records past their sweep moment: FAILED (retryable) and announced. Returns
+    what it did: {"swept": n, "byStatus": {...}, "more": bool}."""
+    swept: dict[str, int] = {}
+    seen = 0
+    more = False
+    for candidate in records.overdue(now):
+        if seen >= limit:
+            more = True
+            break
+        seen += 1
+        request_id = candidate["requestId"]
+        current = records.get(request_id)
+        if current is None or current.get("status") in (Status.COMPLETED, Status.FAILED):
+            continue  # the index lags the table: it ended meanwhile
+        status = str(current["status"])
+        error = StrandedError(_stranded_message(status))
+        record = records.fail(
+            request_id,
+            error,
+            allowed_from=(Status(status),),
+            expected={"sweepAt": candidate["sweepAt"]},  # not re-claimed or moved on since it was read
+        )
+        if record is None:
+            continue
+        logger.warning("request %s was %s past its time: recorded FAILED", request_id, status)
+        swept[status] = swept.get(status, 0) + 1
+        telemetry.request_failed(error.kind)
+        announce(record, notifier, records)
+    if swept:
+        telemetry.records_swept(swept)
+    return {"swept": sum(swept.values()), "byStatus": swept, "more": more}
+
+
+def _stranded_message(status: str) -> str:
+    if status == Status.PROCESSING:
+        return (
+            "no delivery finished the request after its lease ended (a function crashed or timed out on its"
+            " last delivery); redrive its message from the dead-letter queue, or send it again, to retry"
+        )
+    return (
+        "its tool executions were never finished (the poller ended without finishing the record); send the"
+        " request again to poll them anew"
+    )
