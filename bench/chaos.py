@@ -61,7 +61,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import unquote_plus
@@ -87,7 +86,13 @@ PARAMETERS = {
     **soak.PARAMETERS,
     "GatewayOrganisation": ORGANISATION,
     "PollTimeoutSeconds": "60",
+    "PollerTimeoutSeconds": "180",
+    "SweepSchedule": "rate(1 minute)",
 }
+# The sweeper's grace (the template: at least 760 s, more than the queues' 750 s visibility timeout), scaled
+# as the visibility timeout is: more than VISIBILITY_TIMEOUT. Given to every function (each claim sets the
+# moment its record may be swept), past the parameter's minimum.
+SWEEP_GRACE_SECONDS = 60
 FUNCTION_TIMEOUTS = {
     "SqsRequestFunction": 15,
     "S3UploadFunction": 15,
@@ -329,21 +334,16 @@ def sweeper(stack: DeployedStack) -> str | None:
     return found[0] if found else None
 
 
-def run_sweeper(stack: DeployedStack, pipeline: LocalPipeline, poll_timeout: float) -> dict[str, Any]:
-    """Waits until every unfinished record is past its lease and the poll timeout, then invokes the
-    sweeper as its schedule would. HOOK: until template.yaml has a sweeper, this says so and does nothing."""
+def run_sweeper(stack: DeployedStack, pipeline: LocalPipeline, max_wait: float = 300) -> dict[str, Any]:
+    """Waits until every unfinished record's sweep moment (`sweepAt`) has passed (at most `max_wait`
+    seconds), then runs the sweeper as its schedule does."""
     name = sweeper(stack)
     if name is None:
-        return {"sweeper": "none in template.yaml (bench/chaos.py run_sweeper is the hook)"}
-    now = time.time()
-    waits = [0.0]
-    for record in pipeline.records():
-        if record.get("status") == "PROCESSING":
-            waits.append(float(record.get("leaseUntil") or 0) - now)
-        elif record.get("status") == "WAITING_FOR_TOOLS":
-            updated = datetime.fromisoformat(record["updatedAt"].replace("Z", "+00:00")).timestamp()
-            waits.append(updated + poll_timeout - now)
-    waited = min(max(waits) + 2, poll_timeout + 60)
+        return {"sweeper": "none in template.yaml"}
+    due = [
+        float(r["sweepAt"]) for r in pipeline.records() if r.get("status") not in TERMINAL and "sweepAt" in r
+    ]
+    waited = min(max([0.0, *due]) + 1 - time.time(), max_wait)
     if waited > 0:
         time.sleep(waited)
     result = stack.invoke(name, SCHEDULED_EVENT)
@@ -514,6 +514,7 @@ def deploy(
         ROOT / "template.yaml",
         parameters={**PARAMETERS, "GatewayBaseUrl": emulator.base_url},
         secret_values={"GatewayTokenSecret": token},
+        extra_environment={"SWEEP_GRACE_SECONDS": str(SWEEP_GRACE_SECONDS)},
         visibility_timeout_override=VISIBILITY_TIMEOUT,
         function_timeout_override=FUNCTION_TIMEOUTS,
         kill_points=(control, journal),
@@ -572,11 +573,13 @@ def run_chaos(
             dlq_before = {queue: pipeline.queue_depth(queue) for queue in ("RequestDLQ", "UploadEventsDLQ")}
             redriven = redrive(stack, plan, aliases)
             pipeline.drain(timeout=drain_timeout)
-            swept = run_sweeper(stack, pipeline, float(PARAMETERS["PollTimeoutSeconds"]))
+            swept = run_sweeper(stack, pipeline)
             pipeline.drain(timeout=drain_timeout)
             wall_seconds = time.monotonic() - started
         records = pipeline.records()
         dlq_at_end = soak.dead_letters(stack)
+        # EventBridge's deliveries to functions that failed every retry (the poller-ended rule, the schedule).
+        async_dlq = pipeline.queue_depth("AsyncEventsDLQ") if "AsyncEventsDLQ" in stack.resources else None
         events = announced(stack, announced_url)
         invocation_errors = Counter(
             invocation.error.error_type for invocation in stack.invocations if invocation.error is not None
@@ -617,6 +620,7 @@ def run_chaos(
         **redriven,
         **swept,
         "in_dlq_at_end": {queue: len(labels) for queue, labels in dlq_at_end.items()},
+        "async_events_dlq_at_end": async_dlq,
         "lost_examples": account["lost"][:10],
         "journal": str(journal_path) if workdir else None,
         "stuck_examples": account["stuck"][:10],
