@@ -18,10 +18,11 @@ of the queued ones generating an image, so the poller runs):
   and right after each write (DynamoDB, S3, PutEvents, StartExecution);
 - poller executions aborted (StopExecution) at a rate.
 
-Then every fault is switched off and the stack drained; the dead-letter queues are redriven as the README
-tells an operator (RequestDLQ's messages moved back to RequestQueue; for UploadEventsDLQ each object copied
-onto itself, then the DLQ purged); once the leases and poll timeouts have passed the sweeper function runs
-(when template.yaml has one), and the stack is drained again.
+The sweeper runs on its schedule all along (every minute here). Then every fault is switched off and the
+stack drained; the dead-letter queues are redriven as the README tells an operator (RequestDLQ's messages
+moved back to RequestQueue, each a new message as SQS's move task makes it; for UploadEventsDLQ each object
+copied onto itself, then the DLQ purged); once every unfinished record's sweep moment has passed the
+sweeper runs once more, and the stack is drained again.
 
 The account (last line, JSON):
 - `requests`, `completed`, `failed`: the final record of each request (an upload redriven by a copy has a
@@ -41,7 +42,8 @@ The account (last line, JSON):
 
 Timings are scaled down from a deployment, keeping its ratios: the functions' Timeout 15 s (30 s for the
 poll step, whose gateway calls have 20 s), so a claim's lease is 35 s and every queue's visibility timeout 40 s
-(the template: 120 s, 150 s, 750 s); RetryBaseDelaySeconds 1; PollTimeoutSeconds 60.
+(the template: 120 s, 150 s, 750 s), and the sweeper's grace 60 s (the template: at least 760 s, more than the
+visibility timeout); RetryBaseDelaySeconds 1; PollTimeoutSeconds 60, PollerTimeoutSeconds 180.
 
     python bench/chaos.py                      # 1,000 requests
     python bench/chaos.py --requests 100 --seed 3
