@@ -10,8 +10,9 @@ back by the runtime. The points:
 - `dynamodb-write`, `s3-write`, `events-write`, `states-write`: a write to that service succeeded
   (PutItem/UpdateItem/..., PutObject, PutEvents, StartExecution), before the code sees its answer.
 
-The control file is JSON, `{"rates": {"<point>": probability, ...}}`, re-read whenever it changes, so the
-benchmark switches kills on and off while the stack runs. The journal gets one JSON line per event, each
+The control file is JSON, `{"rates": {"<point>": probability, ...}}` (with `"functions": [logical ids]` to
+arm only those), re-read whenever it changes, so the benchmark switches kills on and off while the stack
+runs. The journal gets one JSON line per event, each
 with the process id, the function and the time: `start` and `end` of an invocation, `answered` (requestId),
 `write` (point, operation, requestId, key), and `killed` (point, operation, requestId) just before the kill.
 An invocation with a `start` and no `end` did not finish: its process was killed or timed out. Lines are
@@ -70,9 +71,11 @@ class KillPoints:
             if stamp != self._control_stamp:
                 try:
                     with open(self.control_path, encoding="utf-8") as control:
-                        rates = json.load(control).get("rates", {})
+                        document = json.load(control)
                 except (OSError, ValueError):  # being replaced right now: keep the rates read before
                     return self._rates.get(point, 0.0)
+                functions = document.get("functions")  # only these (logical ids); absent: every function
+                rates = document.get("rates", {}) if functions is None or self.function in functions else {}
                 self._rates = {name: float(value) for name, value in rates.items()}
                 self._control_stamp = stamp
             return self._rates.get(point, 0.0)

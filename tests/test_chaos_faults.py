@@ -254,3 +254,14 @@ def test_the_chaos_benchmark_aborts_poller_executions_and_opens_a_401_window(pip
         SecretId=pipeline.stack.physical_id("GatewayTokenSecret")
     )
     assert secret["SecretString"] == pipeline.emulator.config.token
+
+
+def test_kill_points_can_be_armed_in_chosen_functions_only(deploy_stack, emulator, tmp_path):
+    rates = {"s3-write": 1.0, "dynamodb-write": 1.0}
+    stack, journal_path = deploy_with_kill_points(deploy_stack, emulator, tmp_path, rates)
+    (tmp_path / "control.json").write_text(json.dumps({"rates": rates, "functions": ["S3UploadFunction"]}))
+    send(stack, {"requestId": "spared", "prompt": "hello"})
+    stack.drain(timeout=60)
+
+    assert [i.error for i in stack.invocations.for_function(FUNCTION)] == [None]
+    assert "killed" not in [e["event"] for e in journal(journal_path)]
