@@ -244,8 +244,13 @@ def test_the_chaos_benchmark_aborts_poller_executions_and_opens_a_401_window(pip
     chaos.stop()
 
     [execution] = chaos.aborted
-    described = pipeline.stack.client("stepfunctions").describe_execution(executionArn=execution)
-    assert described["status"] == "ABORTED"
+    states = pipeline.stack.client("stepfunctions")
+    deadline = time.monotonic() + 30
+    # moto records the end once its interpreter has unwound (AWS at once): wait for it.
+    while (status := states.describe_execution(executionArn=execution)["status"]) == "RUNNING":
+        assert time.monotonic() < deadline, "the execution never ended"
+        time.sleep(0.1)
+    assert status == "ABORTED"
     # The gateway refused the stack's token until the secret had the new one.
     statuses = [call.status for call in pipeline.emulator.calls if call.kind == "chat"]
     assert statuses[0] == 401, statuses
