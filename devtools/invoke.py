@@ -296,6 +296,13 @@ def _stop_poller_runs(stack: DeployedStack) -> int:
         if time.monotonic() > deadline:
             raise InvokeError("the ToolExecutionPoller run did not make its first poll within 30 s")
         time.sleep(0.05)
+    # Stopped runs would reach FinishRequestFunction through the rule on aborted pollers, and fail the
+    # record this invocation is to finish: the rule stays off for this invocation (its stack is thrown away
+    # after it), as an operator would turn it off.
+    events = stack.client("events")
+    rule = stack.physical_id("PollerEndedRule") if "PollerEndedRule" in stack.resources else None
+    if rule is not None:
+        events.disable_rule(Name=rule)
     for execution in running:
         stepfunctions.stop_execution(executionArn=execution["executionArn"], cause="stopped by make invoke")
     stack.drain(timeout=30)  # its poll step, if one was running, ends before ours start

@@ -87,7 +87,7 @@ def test_kms_key_arn_puts_every_store_under_the_customer_key():
     assert template.parameters["KmsKeyArn"]["Default"] == ""
     assert template.conditions["HasKmsKey"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "KmsKeyArn"}, ""]}]}
     stores = {k: r for k, r in template.resources.items() if r["Type"] in KEYED}
-    assert len(stores) == 1 + 4 + 1 + 5 + 1  # bucket, queues, table, log groups, secret
+    assert len(stores) == 1 + 5 + 1 + 6 + 1  # bucket, queues, table, log groups, secret
     for logical_id, resource in stores.items():
         value: Any = resource["Properties"]
         for step in KEYED[resource["Type"]]:

@@ -624,7 +624,7 @@ def test_the_tool_execution_poller_asl_runs_with_in_process_handlers(deploy_stac
 
     def finish(event, context):
         finish_events.append(event)
-        if event["requestId"] == "r-unfinishable":
+        if event.get("requestId") == "r-unfinishable" or "detail-type" in event:
             raise RuntimeError("records store unavailable")
         return {"requestId": event["requestId"], "status": "COMPLETED"}
 
@@ -668,7 +668,7 @@ def test_the_tool_execution_poller_asl_runs_with_in_process_handlers(deploy_stac
     assert first_poll["requestId"] == "r-ok"
     assert first_poll["startedAt"] == aws_timestamp(ok["startDate"])
     # A permanent error is caught and becomes a failed execution entry via States.Format.
-    (ok_finish,) = [event for event in finish_events if event["requestId"] == "r-ok"]
+    (ok_finish,) = [event for event in finish_events if event.get("requestId") == "r-ok"]
     slow, broken = ok_finish["executions"]
     assert slow["status"] == "complete" and slow["polls"] == 3
     assert broken["status"] == "failed" and broken["executionId"] == "e-broken"
@@ -677,17 +677,23 @@ def test_the_tool_execution_poller_asl_runs_with_in_process_handlers(deploy_stac
 
     failed = descriptions[failing["executionArn"]]
     assert failed["status"] == "FAILED"
-    assert failed["error"] == "FinishRequestFailed"
-    # States.TaskFailed retried 4 times after the first try.
-    assert len([event for event in finish_events if event["requestId"] == "r-unfinishable"]) == 5
-    record = stack.client("dynamodb").get_item(TableName=table, Key={"requestId": {"S": "r-unfinishable"}})[
-        "Item"
-    ]
-    assert record["status"] == {"S": "FAILED"}
-    assert record["error"]["M"]["kind"] == {"S": "FinishFailed"}
-    assert record["error"]["M"]["message"]["S"].startswith("finishing the record failed: RuntimeError: {")
-    assert re.match(AWS_TIMESTAMP, record["updatedAt"]["S"])  # $$.State.EnteredTime, in AWS's format
-    stack.drain(timeout=5)
+    assert failed["error"] == "PollerFailed"
+    stack.drain(timeout=30)  # the status change's deliveries, retried
+    unfinishable = [event for event in finish_events if event.get("requestId") == "r-unfinishable"]
+    # States.TaskFailed retried 4 times after the first try; then the Catch's step, retried 3 times.
+    assert [("pollerError" in event) for event in unfinishable] == [False] * 5 + [True] * 4
+    assert unfinishable[5]["pollerError"]["Error"] == "RuntimeError"
+    # Then EventBridge's word that the execution FAILED, tried three times as Lambda tries an async
+    # invocation, and its record in the function's OnFailure queue.
+    ended = [e for e in finish_events if e.get("detail-type") == "Step Functions Execution Status Change"]
+    assert [e["detail"]["executionArn"] for e in ended] == [failing["executionArn"]] * 3
+    sqs = stack.client("sqs")
+    url = sqs.get_queue_url(QueueName=stack.attribute("AsyncEventsDLQ", "QueueName"))["QueueUrl"]
+    [dead] = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    record = json.loads(dead["Body"])
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestPayload"]["detail"]["status"] == "FAILED"
+    assert record["responsePayload"]["errorType"] == "RuntimeError"
 
 
 # --- the fake stack: SQS polling ---------------------------------------------------------------------------------

@@ -56,3 +56,36 @@ def test_a_data_uri_must_hold_an_image_the_contract_lists():
         decode_data_uri(f"data:image/png;base64,{html}", 0)
     with pytest.raises(ImageRejectedError, match="not valid base64"):
         decode_data_uri("data:image/png;base64,***", 0)
+
+
+def test_a_server_trickling_its_headers_cannot_hold_a_download_past_its_time():
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        try:
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 4\r\n\r\n\x89PNG":
+                connection.sendall(bytes([byte]))  # each read waits 0.2 s: no per-read timeout trips
+                time.sleep(0.2)
+        except OSError:
+            pass
+        finally:
+            connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with httpx.Client() as http, pytest.raises(ImageRejectedError, match="took over 1 s"):
+            download(
+                f"http://127.0.0.1:{port}/i.png",
+                http,
+                UrlAllowlist.parse(f"http://127.0.0.1:{port}"),
+                seconds=1,
+            )
+    finally:
+        listener.close()

@@ -23,6 +23,8 @@ FUNCTION_FOR_EVENT = {
     "sqs_malformed.json": "SqsRequestFunction",
     "poll_execution.json": "PollExecutionFunction",
     "finish_request.json": "FinishRequestFunction",
+    "poller_ended.json": "FinishRequestFunction",
+    "sweep_scheduled.json": "SweeperFunction",
 }
 ENV_FILES = {"env.json"}
 
@@ -96,6 +98,18 @@ def test_poll_execution_polls_a_real_execution():
     assert report.result["nextWaitSeconds"] == 3  # image generation: every 3 s at first
     assert report.records == []
     assert any(note.startswith("prepared: POST /chat with generate_image") for note in report.notes)
+
+
+def test_a_poller_that_ended_without_finishing_names_no_record_here_and_is_left_alone():
+    report = run_invoke("FinishRequestFunction", event("poller_ended.json"), environ={})
+    assert report.error is None and report.records == []
+    assert report.result == {"requestId": "example-image-request", "finishedNow": False, "status": None}
+
+
+def test_the_sweeper_runs_on_its_schedule_event():
+    report = run_invoke("SweeperFunction", event("sweep_scheduled.json"), environ={})
+    assert report.error is None
+    assert report.result == {"swept": 0, "byStatus": {}, "more": False}
 
 
 def test_finish_request_finishes_a_waiting_record():
@@ -201,7 +215,7 @@ S3_EVENT = event("s3_put.json")
         (
             "FinishRequestFunction",
             {"requestId": "r", "executions": "all"},
-            "FinishRequestFunction takes {'requestId'",
+            "FinishRequestFunction takes the poller's state {'requestId'",
         ),
         ("S3UploadFunction", [1, 2], "S3UploadFunction takes an SQS event {'Records'"),
     ],

@@ -82,8 +82,13 @@ ALLOWED_ACTIONS = {
     | XRAY
     | RECORD
     | CUSTOMER_KEY
-    | {"s3:GetObject", "s3:PutObject", "events:PutEvents"},
-    "ToolExecutionPoller": LOG_DELIVERY | XRAY | {"lambda:InvokeFunction", "dynamodb:UpdateItem"},
+    | {"s3:GetObject", "s3:PutObject", "events:PutEvents", "sqs:SendMessage"},
+    "SweeperFunction": LAMBDA_LOGS
+    | XRAY
+    | RECORD
+    | CUSTOMER_KEY
+    | {"dynamodb:Query", "events:PutEvents", "sqs:SendMessage"},
+    "ToolExecutionPoller": LOG_DELIVERY | XRAY | {"lambda:InvokeFunction"},
 }
 
 

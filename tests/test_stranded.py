@@ -168,6 +168,9 @@ def test_a_poller_failure_never_touches_a_later_attempt(store):
     # Told again (the Catch, then EventBridge): nothing more happens.
     fail_poller("rerun", 1, "again", records=records, notifier=notifier, telemetry=Telemetry())
     assert notifier.published == [("rerun", "FAILED")]
+    # A poller of a request with no record (started by hand, say) makes none.
+    unknown = fail_poller("unknown", None, "x", records=records, notifier=notifier, telemetry=Telemetry())
+    assert unknown.status is None and records.get("unknown") is None
 
 
 # --- on the deployed template --------------------------------------------------------------------------------

@@ -59,38 +59,49 @@ def test_a_model_without_a_price_has_no_cost_and_an_answer_without_usage_only_la
 def test_requests_and_failures_by_kind_carry_their_own_dimensions(emitted):
     telemetry = Telemetry(namespace="Custom")
     telemetry.request_received("queue")
-    telemetry.request_failed("UnsupportedMediaError")
+    telemetry.request_failed("UnsupportedMediaError", caller_fault=True)
     telemetry.request_completed()
-    received, failed, completed = emitted()
+    received, failed, by_fault, completed = emitted()
     assert (
         declared(received)[:2] == ("Custom", [["EntryPoint", "service"]])
         and received["EntryPoint"] == "queue"
     )
     assert declared(failed)[1] == [["FailureKind", "service"]]
     assert failed["FailureKind"] == "UnsupportedMediaError" and failed["RequestsFailed"] == [1.0]
+    # And by whose fault it is, the dimension the failure alarms watch.
+    assert declared(by_fault)[1] == [["Fault", "service"]] and by_fault["Fault"] == "caller"
     assert declared(completed)[1:] == ([["service"]], {"RequestsCompleted": "Count"})
 
 
-def test_a_refused_token_is_a_metric_that_its_alarm_watches(emitted):
+@pytest.mark.parametrize(
+    ("alarm_name", "emit", "dimensions"),
+    [
+        ("GatewayTokenRefusedAlarm", lambda t: t.gateway_token_refused(), {}),
+        ("ServiceFailuresAlarm", lambda t: t.request_failed("PollerFailedError"), {"Fault": "service"}),
+        (
+            "CallerFailuresAlarm",
+            lambda t: t.request_failed("InvalidRequestError", caller_fault=True),
+            {"Fault": "caller"},
+        ),
+        ("RecordsSweptAlarm", lambda t: t.records_swept({"PROCESSING": 2}), {}),
+    ],
+)
+def test_each_alarm_on_our_own_metrics_watches_what_the_functions_emit(emitted, alarm_name, emit, dimensions):
     import yaml
 
     from tests.plugins.aws import TEMPLATE
-
-    Telemetry().gateway_token_refused()
-    [line] = emitted()
-    namespace, dimensions, units = declared(line)
-    assert units == {"GatewayTokenRefused": "Count"} and dimensions == [["service"]]
 
     class Loader(yaml.SafeLoader):
         pass
 
     Loader.add_multi_constructor("!", lambda loader, suffix, node: None)  # CloudFormation's short tags
     template = yaml.load(TEMPLATE.read_text(), Loader=Loader)
-    alarm = template["Resources"]["GatewayTokenRefusedAlarm"]["Properties"]
+    alarm = template["Resources"][alarm_name]["Properties"]
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
-    assert (alarm["Namespace"], alarm["MetricName"]) == (
-        variables["POWERTOOLS_METRICS_NAMESPACE"],
-        "GatewayTokenRefused",
-    )
-    assert alarm["Dimensions"] == [{"Name": "service", "Value": variables["POWERTOOLS_SERVICE_NAME"]}]
-    assert namespace == variables["POWERTOOLS_METRICS_NAMESPACE"]
+    emit(Telemetry())
+    lines = [line for line in emitted() if alarm["MetricName"] in line]
+    watched = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+    assert watched == {**dimensions, "service": variables["POWERTOOLS_SERVICE_NAME"]}
+    matching = [line for line in lines if all(line.get(k) == v for k, v in watched.items())]
+    [line] = [line for line in matching if sorted(declared(line)[1][0]) == sorted(watched)]
+    assert declared(line)[0] == alarm["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"]

@@ -59,6 +59,7 @@ def test_sam_build_makes_small_packages_without_boto3(tmp_path):
         "SqsRequestFunction",
         "PollExecutionFunction",
         "FinishRequestFunction",
+        "SweeperFunction",
     }
     for function in functions:
         assert (function / "handlers").is_dir() and (function / "shared" / "routing_rules.yaml").is_file()

@@ -57,7 +57,6 @@ class EventRule:
     arn: str
     pattern: Mapping[str, Any] | None
     schedule: str | None
-    enabled: bool
     targets: tuple[RuleTarget, ...]
 
 
@@ -102,6 +101,8 @@ class EventRouter:
         region: str,
         account_id: str,
         sqs_as_function: Callable[[str], Any],
+        events_client: Any,
+        deployer_sqs: Any,
         retry_delays: tuple[float, ...] = LOCAL_ASYNC_RETRY_DELAYS,
     ) -> None:
         self._created = created
@@ -109,6 +110,8 @@ class EventRouter:
         self._region = region
         self._account_id = account_id
         self._sqs_as_function = sqs_as_function
+        self._events = events_client
+        self._deployer_sqs = deployer_sqs
         self._retry_delays = retry_delays
         self._lock = threading.Lock()
         self._pending = 0
@@ -125,7 +128,7 @@ class EventRouter:
 
     def start_schedules(self) -> None:
         for rule in self._created.rules.values():
-            if not (rule.enabled and rule.schedule):
+            if not rule.schedule:
                 continue
             period = schedule_seconds(rule.schedule)
             if period is None:
@@ -171,7 +174,7 @@ class EventRouter:
     def publish(self, event: Mapping[str, Any]) -> None:
         for rule in self._created.rules.values():
             if (
-                rule.enabled
+                self._enabled(rule)
                 and rule.pattern is not None
                 and EventPattern.load(json.dumps(rule.pattern)).matches_event(event)
             ):
@@ -251,9 +254,11 @@ class EventRouter:
                 "errorMessage": invocation.error.error_message,
             },
         }
-        sqs = self._sqs_as_function(function)
-        queue_url = sqs.get_queue_url(QueueName=config.on_failure.rsplit(":", 1)[-1])["QueueUrl"]
-        sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(record))
+        # Found by the deployer (Lambda knows the queue by its ARN); sent as the function (Lambda uses its role).
+        queue_url = self._deployer_sqs.get_queue_url(QueueName=config.on_failure.rsplit(":", 1)[-1])[
+            "QueueUrl"
+        ]
+        self._sqs_as_function(function).send_message(QueueUrl=queue_url, MessageBody=json.dumps(record))
 
     def _function_for(self, arn: str) -> str | None:
         for logical_id, runtime in self._runtimes.items():
@@ -272,7 +277,12 @@ class EventRouter:
 
     def _fire_every(self, rule: EventRule, period: float) -> None:
         while not self._closed.wait(period):
-            self._deliver(rule, self._scheduled_event(rule))
+            if self._enabled(rule):
+                self._deliver(rule, self._scheduled_event(rule))
+
+    def _enabled(self, rule: EventRule) -> bool:
+        """As the rule is now (DisableRule and EnableRule take effect at once), not as it was deployed."""
+        return self._events.describe_rule(Name=rule.name)["State"] == "ENABLED"
 
     def _scheduled_event(self, rule: EventRule) -> dict[str, Any]:
         return self._envelope("aws.events", "Scheduled Event", [rule.arn], {})
@@ -334,7 +344,6 @@ class EventsRule(ResourceType):
             arn=arn,
             pattern=properties.get("EventPattern"),
             schedule=properties.get("ScheduleExpression"),
-            enabled=request["State"] == "ENABLED",
             targets=tuple(RuleTarget(t["Id"], t["Arn"]) for t in targets),
         )
         return CreatedResource(name, {"Arn": arn})

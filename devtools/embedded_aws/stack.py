@@ -273,6 +273,8 @@ class DeployedStack:
             region=self.region,
             account_id=self.account_id,
             sqs_as_function=lambda logical_id: self.client("sqs", as_function=logical_id),
+            events_client=self.client("events"),
+            deployer_sqs=self.client("sqs"),
         )
         machines = set(self._state_machine_arns())
 

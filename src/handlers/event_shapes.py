@@ -15,8 +15,8 @@ POLL_STATE = (
     " 'policy': {...}}"
 )
 FINISH_STATE = (
-    "the poller's end {'requestId': str, 'attempt': int, 'executions': [{'executionId': str, ...}, ...]} or its"
-    " failure {'requestId': str, 'attempt': int, 'failure': {'error': str, 'cause': str}}, or EventBridge's"
+    "the poller's state {'requestId': str, 'attempt': int, 'executions': [{'executionId': str, ...}, ...]}"
+    " (with 'pollerError': {'Error': str, 'Cause': str} when it failed), or EventBridge's"
     " 'Step Functions Execution Status Change' of a poller execution"
 )
 SWEEP_EVENT = "EventBridge's 'Scheduled Event', or {} (an invocation by hand)"
@@ -107,9 +107,9 @@ def finish_state(function: str, event: Any) -> FinishEvent:
     attempt = event.get("attempt")
     if attempt is not None and (not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1):
         raise InvalidEventError(function, FINISH_STATE, event)
-    failure = event.get("failure")
+    failure = event.get("pollerError")  # what the poller's Catch adds to its state
     if isinstance(failure, dict):
-        error, cause = failure.get("error"), failure.get("cause")
+        error, cause = failure.get("Error"), failure.get("Cause")
         return FinishEvent(event["requestId"], attempt, failure=f"the poller failed: {error}: {cause}")
     executions = event.get("executions")
     if not (

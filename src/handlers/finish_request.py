@@ -37,7 +37,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             notifier=rt.notifier,
             telemetry=rt.telemetry,
         )
-        return {"requestId": asked.request_id, "finishedNow": settled.record is not None, "status": "FAILED"}
+        return {
+            "requestId": asked.request_id,
+            "finishedNow": settled.record is not None,
+            "status": settled.status,
+        }
     finished = finish_request(
         asked.request_id,
         asked.executions or [],

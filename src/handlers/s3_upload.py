@@ -16,7 +16,6 @@ from shared.uploads import process_upload, process_upload_message, uploads_in
 
 logger = Logger()
 logs.use_service_logger(logger)
-MAX_PARALLEL_UPLOADS = 10
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -36,7 +35,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             lambda message: process_upload_message(rt, message, budget_seconds=budget),
             sqs=rt.sqs,
             retry_base_delay_seconds=rt.settings.retry_base_delay_seconds,
-            max_workers=MAX_PARALLEL_UPLOADS,
+            max_workers=rt.settings.batch_parallelism,
         )
     # A plain S3 notification (sam local invoke, or a bucket wired straight to the function).
     outcomes = [

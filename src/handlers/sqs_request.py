@@ -15,7 +15,6 @@ from shared.runtime import runtime
 
 logger = Logger()
 logs.use_service_logger(logger)
-MAX_PARALLEL_REQUESTS = 10
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -28,5 +27,5 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         lambda message: process_request_message(rt, message, budget_seconds=budget),
         sqs=rt.sqs,
         retry_base_delay_seconds=rt.settings.retry_base_delay_seconds,
-        max_workers=MAX_PARALLEL_REQUESTS,
+        max_workers=rt.settings.batch_parallelism,
     )

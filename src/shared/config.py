@@ -67,6 +67,8 @@ class Settings(BaseModel):
     max_receive_count: Annotated[int, Field(alias="MAX_RECEIVE_COUNT", ge=1)]
     gateway_max_attempts: Annotated[int, Field(alias="GATEWAY_MAX_ATTEMPTS", ge=1)]
     max_request_bytes: Annotated[int, Field(alias="MAX_REQUEST_BYTES", ge=1024)]
+    # Messages of a batch one instance processes at once: with MaximumConcurrency, the gateway's calls in flight.
+    batch_parallelism: Annotated[int, Field(alias="BATCH_PARALLELISM", ge=1, le=10)]
     # When a record that has not ended counts as stranded (shared.records.SweepPolicy).
     sweep_grace_seconds: Annotated[int, Field(alias="SWEEP_GRACE_SECONDS", ge=60)]
     poller_timeout_seconds: Annotated[int, Field(alias="POLLER_TIMEOUT_SECONDS", ge=1)]

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from shared.body import encode_json_body
+from shared.deadline import DeadlineExceeded, within
 from shared.errors import (
     ContractBreachError,
     GatewayAuthError,
@@ -233,27 +234,25 @@ class GatewayClient:
         if correlation_id:
             all_headers["X-Correlation-Id"] = correlation_id
         all_headers.update(headers or {})
-        deadline = None if remaining is None else self._clock() + remaining
-        try:
+
+        def exchange() -> httpx.Response:
             with self._http.stream(
                 method, self._api + path, headers=all_headers, content=content, timeout=timeout
             ) as streamed:
-                # httpx's timeouts are per read: a server sending a byte at a time would never trip them.
-                # The body is read against the call's own deadline, whatever pace it comes at.
-                body = bytearray()
-                for chunk in streamed.iter_bytes():
-                    body += chunk
-                    if deadline is not None and self._clock() > deadline:
-                        raise TransientGatewayError(
-                            f"{method} {path}: the answer was still arriving at the deadline"
-                            f" ({len(body)} bytes in)"
-                        )
+                body = streamed.read()
                 decoded = {
                     k: v
                     for k, v in streamed.headers.items()
                     if k.lower() not in ("content-encoding", "content-length")
                 }
-                response = httpx.Response(streamed.status_code, headers=decoded, content=bytes(body))
+                return httpx.Response(streamed.status_code, headers=decoded, content=body)
+
+        try:
+            # httpx's timeouts are per read: a server sending its headers or body a byte at a time would never
+            # trip them. The whole exchange is bounded by the call's own deadline.
+            response = within(remaining, exchange, name="gateway")
+        except DeadlineExceeded:
+            raise TransientGatewayError(f"{method} {path}: no complete answer by the deadline") from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             # Nothing reached the gateway: no inference, nothing billed.
             unsent = TransientGatewayError(f"{method} {path}: {type(error).__name__}")

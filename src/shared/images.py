@@ -12,12 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, get_args
 from urllib.parse import urlsplit
 
+from shared.deadline import DeadlineExceeded, within
 from shared.errors import PipelineError, TransientGatewayError
 from shared.media import UnsupportedMediaError, detect
 from shared.models import ImageFormat
@@ -108,7 +107,6 @@ def download(
     allowlist: UrlAllowlist,
     *,
     seconds: float = DOWNLOAD_SECONDS,
-    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[str, bytes]:
     """The image at `url`, within MAX_IMAGE_BYTES and `seconds` however the server sends its bytes."""
     import httpx
@@ -116,10 +114,10 @@ def download(
     shown = without_query(url)
     if not allowlist.allows(url):
         raise ImageRejectedError(f"download from {shown} is not allowed (ImageDownloadAllowedUrls)")
-    deadline = clock() + seconds
-    chunks: list[bytes] = []
-    received = 0
-    try:
+
+    def fetch() -> bytes:
+        chunks: list[bytes] = []
+        received = 0
         with http.stream(
             "GET", url, timeout=httpx.Timeout(min(seconds, 10.0)), follow_redirects=False
         ) as reply:
@@ -132,11 +130,15 @@ def download(
                 received += len(chunk)
                 if received > MAX_IMAGE_BYTES:
                     raise ImageRejectedError(f"download from {shown}: over {MAX_IMAGE_BYTES} bytes")
-                if clock() > deadline:
-                    raise ImageRejectedError(f"download from {shown}: took over {seconds:g} s")
                 chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        data = within(seconds, fetch, name="download")  # however the server paces its bytes
+    except DeadlineExceeded:
+        raise ImageRejectedError(f"download from {shown}: took over {seconds:g} s") from None
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError):
         raise ImageRejectedError(f"download from {shown}: not a URL that can be fetched") from None
     except httpx.HTTPError as error:
         raise TransientGatewayError(f"download from {shown}: {type(error).__name__}") from None
-    return image_of(b"".join(chunks), f"download from {shown}")
+    return image_of(data, f"download from {shown}")

@@ -8,6 +8,7 @@ says FAILED "gave up after N attempts" before the message moves to the dead-lett
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -123,10 +124,10 @@ class Pipeline:
         try:
             # A later delivery (an earlier one crashed or failed to store after the gateway answered) finishes
             # from the answer already in S3 instead of asking, and paying, again.
-            stored = self._stored_answer(job) if claim.attempts > 1 else None
+            stored = self._stored_answer(job, claim.record) if claim.attempts > 1 else None
             if stored is not None:
-                model_id, response, latency = stored
-                return self._store(job, claim.attempts, model_id, response, latency, answer_stored=True)
+                model_id, response, latency, in_s3 = stored
+                return self._store(job, claim.attempts, model_id, response, latency, answer_stored=in_s3)
             request = job.build()
             started = self.clock()
             response = self.gateway.chat(
@@ -159,10 +160,15 @@ class Pipeline:
         self, request_id: str, error: PipelineError | Exception, message: str | None = None, **kw: Any
     ) -> Outcome:
         record = self.records.fail(request_id, error, message=message, **kw)
-        if isinstance(error, PipelineError):
-            self.telemetry.request_failed(error.kind, caller_fault=error.caller_fault)
+        if record is not None:  # counted once, by the call that ended it
+            if isinstance(error, PipelineError):
+                self.telemetry.request_failed(error.kind, caller_fault=error.caller_fault)
+            else:
+                self.telemetry.request_failed(type(error).__name__)
         else:
-            self.telemetry.request_failed(type(error).__name__)
+            # Ended before: by an earlier delivery of this message that may have died, or had its event refused,
+            # before announcing it. announce() sends nothing for a record already announced.
+            record = self.records.get(request_id)
         if record:
             self._notify(record)
         return Outcome(request_id, Status.FAILED.value, message or str(error))
@@ -191,13 +197,20 @@ class Pipeline:
         else:
             self.records.release(job.request_id, error)
 
-    def _stored_answer(self, job: Job) -> tuple[str, ChatResponse, float] | None:
+    def _stored_answer(
+        self, job: Job, record: dict[str, Any]
+    ) -> tuple[str, ChatResponse, float, bool] | None:
+        """The answer an earlier delivery was billed for: in S3 (True), or kept in the record when S3 refused
+        it (False: still to be written to S3)."""
         document = self.results.get_json(job.result_key)
+        in_s3 = bool(document and "answer" in document)
+        if not in_s3 and isinstance(record.get("pendingAnswer"), str):
+            document = json.loads(record["pendingAnswer"])
         if not document or "answer" not in document or document.get("fingerprint") != job.fingerprint:
             return None  # none, an unreadable answer's, or another request's that had the same requestId
         logger.info("request %s: the gateway's answer is already stored; finishing from it", job.request_id)
         response = parse(ChatResponse, document["answer"], root="response", lenient=True)
-        return str(document.get("modelId")), response, float(document.get("latencyMs") or 0) / 1000
+        return str(document.get("modelId")), response, float(document.get("latencyMs") or 0) / 1000, in_s3
 
     def _store(
         self,
@@ -237,7 +250,13 @@ class Pipeline:
             # The whole answer too, fields the contract does not name included: it was billed. The
             # fingerprint says which request it answers, should a later one reuse the requestId.
             document = {**result, **around, "answer": to_wire(response), "fingerprint": job.fingerprint}
-            location = self.results.put_json(job.result_key, document)
+            try:
+                location = self.results.put_json(job.result_key, document)
+            except PipelineError:
+                # S3 refused it past the SDK's retries: the billed answer waits in the record (when it fits),
+                # for the next delivery to finish from.
+                self.records.keep_answer(job.request_id, json.dumps(document, default=str))
+                raise
         # The whole item counts toward DynamoDB's 400 KB: what goes around the result leaves it less room.
         fields, in_s3 = split_for_item(
             {k: v for k, v in result.items() if v is not None and k != "requestId"}, reserved=around

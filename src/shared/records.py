@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import decimal
 import json
+import logging
 import time
 import zlib
 from collections.abc import Iterator
@@ -29,8 +30,12 @@ from shared.errors import (
     aws_error_code,
 )
 
+logger = logging.getLogger(__name__)
+
 # DynamoDB's item limit is 400 KB; leave room for the other attributes and the attribute names.
 MAX_INLINE_RESULT_BYTES = 300 * 1024
+# A billed answer S3 refused, kept in its PROCESSING record until it reaches S3 (the record is small then).
+MAX_PENDING_ANSWER_BYTES = 300 * 1024
 
 
 class Status(StrEnum):
@@ -232,11 +237,13 @@ class RecordStore:
         create_only: bool = False,
         allowed_from: tuple[Status, ...] = (Status.PROCESSING, Status.WAITING_FOR_TOOLS),
         expected: dict[str, Any] | None = None,
+        create: bool = True,
     ) -> dict[str, Any] | None:
         """Records FAILED (and returns the record), creating it if the request never got as far as a claim;
         None when the record had already ended. `create_only`: only a new record, never one that exists
         (for a message that could not be read: whatever id it names, it touches no other request).
-        `expected`: attributes the record must hold (its attempt, say), or it is left alone."""
+        `expected`: attributes the record must hold (its attempt, say), or it is left alone. `create=False`:
+        only a record that exists."""
         fields: dict[str, Any] = {
             "status": Status.FAILED.value,
             "error": error_fields(error, message),
@@ -248,7 +255,7 @@ class RecordStore:
             request_id,
             fields,
             allowed_from=() if create_only else allowed_from,
-            create=expected is None,
+            create=create and expected is None,
             remove=("leaseUntil",),
             expected=expected,
         )
@@ -270,6 +277,20 @@ class RecordStore:
                 if "LastEvaluatedKey" not in page:
                     break
                 query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def keep_answer(self, request_id: str, document: str) -> bool:
+        """Keeps a billed answer S3 would not take in the record, while it is PROCESSING, when it fits; True
+        when kept. Best effort: the caller is already failing, and DynamoDB may be failing too."""
+        if len(document.encode()) > MAX_PENDING_ANSWER_BYTES:
+            return False
+        try:
+            kept = self._update(request_id, {"pendingAnswer": document}, allowed_from=(Status.PROCESSING,))
+        except (PipelineError, ClientError) as error:
+            logger.warning(
+                "request %s: the answer could not be kept in the record either: %s", request_id, error
+            )
+            return False
+        return kept is not None
 
     def take_gateway_call(self, request_id: str, limit: int) -> int:
         """Counts one more chat call the gateway may bill for the request (over all its deliveries), and
@@ -320,6 +341,12 @@ class RecordStore:
         now = self._clock()
         fields = {"updatedAt": utc_now_iso(now), **fields}
         status = fields.get("status")
+        retryable = bool((fields.get("error") or {}).get("retryable"))
+        if status in (Status.COMPLETED, Status.WAITING_FOR_TOOLS) or (
+            status == Status.FAILED and not retryable
+        ):
+            # In S3 by now, or never to be used (see keep_answer); a retryable failure keeps it for a redrive.
+            remove = (*remove, "pendingAnswer")
         if status in TERMINAL:
             remove = (*remove, *SWEEP_ATTRIBUTES)  # out of the sweeper's index
         elif status == Status.WAITING_FOR_TOOLS:

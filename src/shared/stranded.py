@@ -36,6 +36,7 @@ class StrandedError(PipelineError):
 class Settled:
     request_id: str
     record: dict[str, Any] | None  # the FAILED record when this call ended it; None when it had moved on
+    status: str | None  # the record's status now (None: there is no record)
 
 
 def fail_poller(
@@ -51,13 +52,15 @@ def fail_poller(
     ended (by the poller itself, a retry of this step, a later attempt) is only announced if it was not yet."""
     error = PollerFailedError(message)
     expected = None if attempt is None else {"attempts": attempt}
-    record = records.fail(request_id, error, allowed_from=(Status.WAITING_FOR_TOOLS,), expected=expected)
+    record = records.fail(
+        request_id, error, allowed_from=(Status.WAITING_FOR_TOOLS,), expected=expected, create=False
+    )
     if record is not None:
         telemetry.request_failed(error.kind)
     current = record or records.get(request_id)
     if current is not None and (attempt is None or current.get("attempts") == attempt):
         announce(current, notifier, records)
-    return Settled(request_id, record)
+    return Settled(request_id, record, None if current is None else current.get("status"))
 
 
 def sweep(
