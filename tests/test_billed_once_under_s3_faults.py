@@ -4,12 +4,9 @@ memory only, and the next delivery asks the gateway, and pays, again. The functi
 left: nothing forced the answer to be lost (the issue's "billed once": the answer is persisted before
 anything that can fail; a transient store error should not throw the billed answer away).
 
-This test fails on the code as it is; it is left failing on purpose for the pipeline's owner (src/)."""
+Failed until main's 8146d5f; kept as the regression test."""
 
 from __future__ import annotations
-
-import threading
-import time
 
 from tests.plugins.pipeline import Pipeline
 
@@ -20,18 +17,8 @@ REFUSED = 8  # S3 refuses the same write more times than that, then takes it
 def test_an_answer_s3_refused_for_a_while_is_not_billed_again(pipeline: Pipeline):
     faults = pipeline.stack.server.faults
     # The first write of a result fails on every one of the SDK's attempts (and twice more); S3 is fine after.
-    rule = faults.add("s3:PutObject", "5xx", rate=1.0, repeat=REFUSED, key_prefix="results/")
-
-    def stop_after_first_draw() -> None:
-        deadline = time.monotonic() + 60
-        while not faults.injected and time.monotonic() < deadline:
-            time.sleep(0.01)
-        faults.remove(rule)  # what it drew still fails its retries
-
-    watcher = threading.Thread(target=stop_after_first_draw)
-    watcher.start()
+    faults.add("s3:PutObject", "5xx", rate=1.0, repeat=REFUSED, times=1, key_prefix="results/")
     pipeline.send({"requestId": "s3-refused-once", "prompt": "hello"})
-    watcher.join()
     pipeline.drain()
 
     assert faults.counts() == {"s3:PutObject 5xx": REFUSED}  # the store really failed, retries and all

@@ -199,14 +199,15 @@ def test_a_function_process_is_killed_when_the_gateway_answered_before_storing_i
 
 def test_a_function_times_out_mid_call_when_aws_is_slower_than_its_timeout(deploy_stack, emulator, tmp_path):
     stack, journal_path = deploy_with_kill_points(
-        deploy_stack, emulator, tmp_path, {}, function_timeout_override={FUNCTION: 3}
+        deploy_stack, emulator, tmp_path, {}, function_timeout_override={FUNCTION: 15}
     )
-    stack.server.faults.add("s3:PutObject", "slow", rate=1.0, delay=5, key_prefix="results/")
+    # Timeout 15 s leaves the gateway call 5 s (the handler keeps 10 s back); the write takes 18 s.
+    stack.server.faults.add("s3:PutObject", "slow", rate=1.0, delay=18, key_prefix="results/")
     send(stack, {"requestId": "timed-out", "prompt": "hello"})
     invocation = wait_for_failed_invocation(stack)
 
     assert invocation.error.error_type == "Sandbox.Timedout"
-    assert "Task timed out after 3.00 seconds" in invocation.error.error_message
+    assert "Task timed out after 15.00 seconds" in invocation.error.error_message
     events = journal(journal_path)
     assert "answered" in [e["event"] for e in events] and "end" not in [e["event"] for e in events]
 

@@ -3,7 +3,7 @@ for Sandbox.Timedout, a timeout) is not retried by the poller: the Catch records
 and the request ends FAILED (ToolExecutionFailed, not retryable), though the image was generated and paid
 for and a second poll would have stored it. Two of 177 image requests ended so in a 1,000-request chaos run.
 
-This test fails on the code as it is; it is left failing on purpose for the state machine's owner."""
+Failed until main's 8146d5f (the poll step retries Runtime.ExitError); kept as the regression test."""
 
 from __future__ import annotations
 

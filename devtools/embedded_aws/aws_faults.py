@@ -7,10 +7,10 @@ on late (a slow call). Rules are added and cleared while the server runs, from t
 
     faults = stack.server.faults
     faults.add("dynamodb:UpdateItem", "throttle", rate=0.05)
-    faults.add("s3:PutObject", "5xx", rate=0.02, repeat=6, key_prefix="results/")   # outlasts the SDK's retries
+    faults.add("s3:PutObject", "5xx", rate=1.0, repeat=8, times=1, key_prefix="results/")  # one write, 8 times
     faults.clear()
 
-`repeat` makes the same request (same caller, operation, target and body: what an SDK retry sends) fail that
+`times` caps the fresh draws of a rule. `repeat` makes the same request (same caller, operation, target and body: what an SDK retry sends) fail that
 many times in a row, so a fault can outlast the client's own retries and reach the code under test. The
 deploying identity (the bench or test itself) is never faulted.
 """
@@ -85,6 +85,8 @@ class FaultRule:
     delay: float = 0.0  # "slow": seconds before the request goes on
     key_prefix: str = ""  # S3: only keys starting with this (results/, say)
     callers: frozenset[str] | None = None  # access key ids; None: everyone but the deployer
+    times: int | None = None  # at most this many fresh draws (repeats aside); None: no limit
+    drawn: int = 0
 
 
 @dataclass
@@ -121,6 +123,7 @@ class AwsFaults:
         delay: float = 0.0,
         key_prefix: str = "",
         callers: Iterable[str] | None = None,
+        times: int | None = None,
     ) -> FaultRule:
         if operation not in OPERATIONS:
             raise ValueError(f"unknown operation {operation!r}; expected one of {', '.join(OPERATIONS)}")
@@ -133,7 +136,14 @@ class AwsFaults:
         if not 0.0 <= rate <= 1.0 or repeat < 1:
             raise ValueError(f"rate must be from 0 to 1 and repeat at least 1, got {rate} and {repeat}")
         rule = FaultRule(
-            operation, kind, rate, repeat, delay, key_prefix, None if callers is None else frozenset(callers)
+            operation,
+            kind,
+            rate,
+            repeat,
+            delay,
+            key_prefix,
+            None if callers is None else frozenset(callers),
+            times,
         )
         with self._lock:
             self._rules.append(rule)
@@ -185,7 +195,10 @@ class AwsFaults:
                 continue  # an S3 target is bucket/key
             if rule.callers is not None and request.caller not in rule.callers:
                 continue
+            if rule.times is not None and rule.drawn >= rule.times:
+                continue
             if self._random.random() < rule.rate:
+                rule.drawn += 1
                 if rule.repeat > 1:
                     self._repeating[fingerprint] = (rule, rule.repeat - 1)
                 return rule
