@@ -33,7 +33,9 @@ The account (last line, JSON):
   SQS queue a rule sends every event of the pipeline's source to);
 - `gateway_calls`: every chat call the emulator saw, faults included; `billed_calls`: those it answered with
   the work done (a 200 without an injected fault, or a slow 200), which the gateway bills;
-- `rebilled`: billed calls beyond one per request; `rebilled_unavoidable`: those whose earlier answer never
+- `rebilled`: billed calls beyond one per request (per requestId: a redrive that makes a new request, a
+  queued one without requestId or an upload copied onto itself, is counted apart, in
+  `billed_again_as_a_new_request`); `rebilled_unavoidable`: those whose earlier answer never
   got stored because the function died (killed, timed out) between the answer arriving and its S3 write, or
   never reached the function at all (the process died mid-call, or the answer came after the caller's
   deadline). From the kill points' journal: each `answered` line (the gateway's answer arrived, per request)
@@ -431,6 +433,27 @@ def final_records(
     return found
 
 
+def rebill(account: dict[str, Any], label: str, request_id: str, calls: int, fates: AnswerFates) -> None:
+    """Counts one request's calls beyond the first, and how many of them no code could have spared."""
+    rebills = max(0, calls - 1)
+    if not rebills:
+        return
+    never_arrived = max(0, calls - fates.answered[request_id])
+    died = fates.died_before_stored[request_id]
+    unavoidable = min(rebills, never_arrived + died)
+    account["rebilled"] += rebills
+    account["rebilled_unavoidable"] += unavoidable
+    causes = account["rebilled_by_cause"]
+    causes["answer never reached the function"] += min(rebills, never_arrived)
+    causes["function died before storing the answer"] += unavoidable - min(rebills, never_arrived)
+    if rebills > unavoidable:
+        causes["avoidable"] += rebills - unavoidable
+        account["rebilled_avoidable"].append(
+            f"{label} ({request_id}): {calls} billed calls, {never_arrived} never arrived, {died} died before"
+            f" storing, {fates.not_stored_alive[request_id]} not stored by a function that lived on"
+        )
+
+
 def build_account(
     plan: soak.Plan,
     records: list[dict[str, Any]],
@@ -451,6 +474,7 @@ def build_account(
         "rebilled_unavoidable": 0,
         "rebilled_avoidable": [],
         "rebilled_by_cause": Counter(),
+        "billed_again_as_a_new_request": 0,
     }
     in_dlq = {label for labels in dlq_at_end.values() for label in labels}
     for label, found in final_records(plan, records, aliases).items():
@@ -478,29 +502,14 @@ def build_account(
         for record in found:
             if record.get("status") in TERMINAL and (record["requestId"], record["status"]) not in events:
                 account["unannounced"].append(f"{label}: {record['requestId']} {record['status']}, no event")
-        ids = {record["requestId"] for record in found}
-        calls = sum(billed[i] for i in ids)
-        rebills = max(0, calls - 1)
-        if not rebills:
-            continue
-        never_arrived = max(0, calls - sum(fates.answered[i] for i in ids))
-        died = sum(fates.died_before_stored[i] for i in ids)
-        unavoidable = min(rebills, never_arrived + died)
-        account["rebilled"] += rebills
-        account["rebilled_unavoidable"] += unavoidable
-        causes = account["rebilled_by_cause"]
-        causes["answer never reached the function"] += min(rebills, never_arrived)
-        causes["function died before storing the answer"] += unavoidable - min(rebills, never_arrived)
-        if rebills > unavoidable:
-            billed_ids = sorted(i for i in ids if billed[i])
-            # A request without a requestId is recorded under its SQS message id, which a redrive renews.
-            cause = "a redrive gave it a new message id" if len(billed_ids) > 1 else "avoidable"
-            causes[cause] += rebills - unavoidable
-            alive = sum(fates.not_stored_alive[i] for i in ids)
-            account["rebilled_avoidable"].append(
-                f"{label} ({cause}): {calls} billed calls to {billed_ids}, {never_arrived} never arrived,"
-                f" {died} died before storing, {alive} not stored by a function that lived on"
-            )
+        # Billed once per requestId: a redrive that gives a request a new one (a queued request without a
+        # requestId gets a new message id; an upload copied onto itself is a new upload) makes a new request,
+        # as the README says; such calls are counted apart.
+        billed_ids = [record["requestId"] for record in found if billed[record["requestId"]]]
+        if len(billed_ids) > 1:
+            account["billed_again_as_a_new_request"] += len(billed_ids) - 1
+        for request_id in billed_ids:
+            rebill(account, label, request_id, billed[request_id], fates)
     account["failed_by_kind"] = dict(sorted(account["failed_by_kind"].items()))
     account["rebilled_by_cause"] = {k: v for k, v in account["rebilled_by_cause"].items() if v}
     return account
@@ -606,6 +615,7 @@ def run_chaos(
         "rebilled": account["rebilled"],
         "rebilled_unavoidable": account["rebilled_unavoidable"],
         "rebilled_by_cause": account["rebilled_by_cause"],
+        "billed_again_as_a_new_request": account["billed_again_as_a_new_request"],
         "failed_by_kind": account["failed_by_kind"],
         "queued": sum(r.kind == "queued" for r in plan.requests),
         "uploads": sum(r.kind == "upload" for r in plan.requests),
@@ -664,6 +674,7 @@ SUMMARY = (
     "rebilled",
     "rebilled_unavoidable",
     "rebilled_by_cause",
+    "billed_again_as_a_new_request",
     "kills",
     "aws_faults",
     "gateway_faults",

