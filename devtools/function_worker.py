@@ -20,6 +20,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from devtools.kill_points import KillPoints
+
 # What the process loads before it takes a function's environment: the libraries every function imports,
 # none of which reads the environment at import time (Powertools does, POWERTOOLS_DEBUG: not preloaded). A
 # process forked from one that has them starts in milliseconds instead of the ~0.4 s a fresh interpreter
@@ -38,6 +40,8 @@ class FunctionSpec:
     log_group: str
     environment: dict[str, str]
     log_path: str | None = None  # where stdout and stderr go; None keeps the parent's
+    # The chaos benchmark's kill points (devtools.kill_points): (control file, journal file); None: none.
+    kill_points: tuple[str, str] | None = None
 
 
 class LambdaContext:
@@ -119,6 +123,10 @@ def take_environment(spec: FunctionSpec) -> None:
 def serve(connection: Any, spec: FunctionSpec) -> None:
     """Answers `(request_id, deadline, event_json)` with `("ok", result_json)` or `("error", payload)`."""
     take_environment(spec)
+    kill_points = None
+    if spec.kill_points is not None:
+        kill_points = KillPoints(*spec.kill_points, function=spec.logical_id)
+        kill_points.install()
     log_stream = f"{time.strftime('%Y/%m/%d')}/[$LATEST]{os.urandom(16).hex()}"
     handler: Any = None
     while True:
@@ -131,7 +139,7 @@ def serve(connection: Any, spec: FunctionSpec) -> None:
             if isinstance(loaded, dict):
                 connection.send(("init-error", loaded))
                 return  # Lambda starts a new environment after a failed init
-            handler = loaded
+            handler = loaded if kill_points is None else kill_points.wrap_handler(loaded)
         os.environ["_X_AMZN_TRACE_ID"] = f"Root=1-{int(time.time()):08x}-{os.urandom(12).hex()}"
         context = LambdaContext(spec, request_id, deadline, log_stream)
         try:

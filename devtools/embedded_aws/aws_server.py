@@ -19,7 +19,11 @@ from botocore.config import Config
 from moto import mock_aws, settings
 from moto.iam.models import iam_backends
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.sts.models import sts_backends
+from werkzeug.serving import make_server
+
+from devtools.embedded_aws.aws_faults import AwsFaults
 
 logger = logging.getLogger("devtools.embedded_aws")
 
@@ -52,6 +56,22 @@ class Credentials:
         }
 
 
+class FaultableMotoServer(ThreadedMotoServer):
+    """moto's threaded server with the fault layer in front of its application (devtools.embedded_aws.aws_faults)."""
+
+    def __init__(self, faults: AwsFaults, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.faults = faults
+
+    def _server_entry(self) -> None:  # as moto's, with the application wrapped
+        app = self.faults.middleware(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
 class LocalAwsServer:
     """moto's backends behind a server on 127.0.0.1 (a free port), with IAM enforced; start() and stop()."""
 
@@ -64,6 +84,8 @@ class LocalAwsServer:
         self._mock: Any = None
         self._server: ThreadedMotoServer | None = None
         self._enforcing: Any = None
+        # Chosen operations answered with errors, switchable while running (none until rules are added).
+        self.faults = AwsFaults()
 
     def start(self) -> None:
         # mock_aws gives fresh backends (and takes them away on stop); its config makes Step Functions run
@@ -75,9 +97,10 @@ class LocalAwsServer:
         iam.put_user_policy(DEPLOYER_USER, "allow-all", json.dumps(ALLOW_ALL))
         key = iam.create_access_key(DEPLOYER_USER)
         self.deployer = Credentials(key.access_key_id, key.secret_access_key)
+        self.faults.exempt.add(key.access_key_id)  # the test or bench itself sets up and reads undisturbed
         # werkzeug logs every request at INFO: thousands of lines in a run, none of them news.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server = FaultableMotoServer(self.faults, ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"

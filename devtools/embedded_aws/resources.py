@@ -51,6 +51,8 @@ class DeployContext:
     # Tests and local runs only: replaces every queue's VisibilityTimeout so failed messages come back in
     # seconds instead of the template's minutes. None keeps the template's values.
     visibility_timeout_override: int | None = None
+    # Benchmarks only: the Timeout (seconds) of the functions named (by logical id), instead of the template's.
+    function_timeout_override: Mapping[str, int] = field(default_factory=dict)
     functions: dict[str, FunctionInfo] = field(default_factory=dict)  # filled by the function creator
     event_rules: RulesCreated = field(default_factory=lambda: _rules_created())  # filled by the rule creators
     _service_roles: dict[str, str] = field(default_factory=dict)

@@ -115,6 +115,7 @@ class ServerlessFunction(ResourceType):
         environment = _environment(logical_id, properties.get("Environment", {}))
         name = properties.get("FunctionName") or context.physical_name(logical_id, 64)
         timeout = int(properties.get("Timeout", DEFAULT_TIMEOUT_SECONDS))
+        timeout = context.function_timeout_override.get(logical_id, timeout)
         request: dict[str, Any] = {
             "FunctionName": name,
             "Runtime": runtime,

@@ -81,6 +81,8 @@ class EmbeddedAws:
         start_pollers: bool = True,
         function_log: Path | None = None,
         secret_values: Mapping[str, str] | None = None,
+        function_timeout_override: Mapping[str, int] | None = None,
+        kill_points: tuple[Path, Path] | None = None,
     ) -> DeployedStack:
         """Starts moto's server, creates every resource of the template, starts the SQS pollers.
 
@@ -90,6 +92,9 @@ class EmbeddedAws:
         `function_log`: a file the function processes' output (their logs) is appended to, instead of this
         process's stdout and stderr. `secret_values`: the value to put in each of these secrets (by logical
         id) once deployed, before any function runs, as an operator does after the first deploy.
+        Benchmarks only: `function_timeout_override` gives the functions named (by logical id) another
+        Timeout; `kill_points` (control file, journal file) arms devtools.kill_points in every function
+        process. Faults in AWS itself: `stack.server.faults` (devtools.embedded_aws.aws_faults).
         """
         with cls._active_lock:
             if cls._active is not None:
@@ -107,6 +112,8 @@ class EmbeddedAws:
                 start_pollers,
                 function_log,
                 secret_values or {},
+                function_timeout_override or {},
+                kill_points,
             )
         except BaseException:
             stack.close()
@@ -158,6 +165,8 @@ class DeployedStack:
         start_pollers: bool,
         function_log: Path | None,
         secret_values: Mapping[str, str],
+        function_timeout_override: Mapping[str, int],
+        kill_points: tuple[Path, Path] | None,
     ) -> None:
         self._cleanup.callback(EmbeddedAws._release, self)
         parameter_values = self.template.parameter_values(parameters)
@@ -195,6 +204,7 @@ class DeployedStack:
             client=self.client,
             role_arn=self.roles.role_arn,
             visibility_timeout_override=visibility_timeout_override,
+            function_timeout_override=function_timeout_override,
         )
         for logical_id in order:
             self._create(resolver, context, logical_id)
@@ -244,6 +254,7 @@ class DeployedStack:
                     log_group=function.log_group,
                     environment=self.function_environments[logical_id],
                     log_path=None if function_log is None else str(function_log),
+                    kill_points=None if kill_points is None else (str(kill_points[0]), str(kill_points[1])),
                 ),
             )
             for logical_id, function in self.functions.items()

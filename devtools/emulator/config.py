@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 MIB = 1024 * 1024
 
 # Kinds accepted by GatewayEmulator.fail_next; the rate_* fields draw from the same set.
-FAULT_KINDS = ("429", "500", "502", "503", "504", "timeout", "truncated", "400", "403")
+# "slow": the real answer, sent only after slow_seconds (slower than the caller's deadline, say).
+FAULT_KINDS = ("429", "500", "502", "503", "504", "timeout", "truncated", "400", "403", "slow")
 # The paths faults can target: "files" (signed downloads) is opt-in, like an S3 outage would be.
 FAULT_PATHS = ("chat", "executions", "files")
 EXECUTION_OUTCOMES = ("complete", "failed")
@@ -29,9 +30,11 @@ class EmulatorConfig:
     rate_503: float = 0.0
     rate_timeout: float = 0.0
     rate_truncated_json: float = 0.0
+    rate_slow: float = 0.0
     seed: int = 0
     retry_after_seconds: int = 1  # sent with 429 and 503
     timeout_hold_seconds: float = 30.0  # how long a "timeout" fault keeps the connection silent
+    slow_seconds: float = 30.0  # how long a "slow" fault holds the answer before sending it
     fault_paths: Collection[str] = ("chat", "executions")
 
     # Async image generation (response pattern 5).
@@ -50,7 +53,7 @@ class EmulatorConfig:
 
     def check(self) -> None:
         """Raise ValueError for settings the emulator cannot honour (called by GatewayEmulator.start)."""
-        for name in ("rate_429", "rate_500", "rate_503", "rate_timeout", "rate_truncated_json"):
+        for name in ("rate_429", "rate_500", "rate_503", "rate_timeout", "rate_truncated_json", "rate_slow"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be from 0 to 1, got {getattr(self, name)}")
         unknown_paths = set(self.fault_paths) - set(FAULT_PATHS)

@@ -41,6 +41,7 @@ class FaultPlan:
             ("503", config.rate_503),
             ("timeout", config.rate_timeout),
             ("truncated", config.rate_truncated_json),
+            ("slow", config.rate_slow),
         ):
             threshold += rate
             if draw < threshold:

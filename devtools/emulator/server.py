@@ -306,6 +306,10 @@ class GatewayEmulator:
             handler.close_connection = True  # close without a byte of answer
             return
 
+        if fault == "slow" and self._stopping.wait(config.slow_seconds):
+            self._record(call(status=None, fault=fault))  # stopped while holding it
+            handler.close_connection = True
+            return
         reply = fault_reply(fault, route, config) or self._answer(route, handler, body, path, query)
         if fault == "truncated":
             reply = replace(reply, body=reply.body[: len(reply.body) // 2])
