@@ -8,8 +8,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # Under xdist (-n), schedule by xdist_group: a class-scoped stack (tests/test_malformed_inputs.py) is then
     # set up on one worker instead of on each worker that gets one of its tests. Ungrouped tests are spread
     # one by one, as with --dist load.
-    if getattr(config.option, "dist", "no") in ("no", "load") and getattr(config.option, "numprocesses", None):
-        config.option.dist = "loadgroup"
+    option = config.option
+    if getattr(option, "numprocesses", None) and getattr(option, "dist", "no") in ("no", "load"):
+        option.dist = "loadgroup"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
