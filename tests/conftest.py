@@ -1,16 +1,28 @@
 # Fixtures live in plugins, one per service the tests start themselves.
+from typing import Any
+
 import pytest
 
 pytest_plugins = ["tests.plugins.gateway", "tests.plugins.aws", "tests.plugins.pipeline"]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Under xdist (-n), schedule by xdist_group: a class-scoped stack (tests/test_malformed_inputs.py) is then
-    # set up on one worker instead of on each worker that gets one of its tests. Ungrouped tests are spread
-    # one by one, as with --dist load.
-    option = config.option
-    if getattr(option, "numprocesses", None) and getattr(option, "dist", "no") in ("no", "load"):
-        option.dist = "loadgroup"
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under xdist's default distribution (-n alone, or --dist load): the tests of a class go to one worker,
+    so that a class-scoped setup (tests/test_malformed_inputs.py deploys a stack and floods it) runs once, not
+    on every worker that gets one of its tests; every other test is handed out on its own, as --dist load does.
+    The biggest classes are handed out first. (--dist loadgroup would do it with marks, but pytest 9 ignores
+    the node ids it rewrites.)"""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ClassAtOnce(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            parts = nodeid.split("::")
+            return "::".join(parts[:2]) if len(parts) > 2 else nodeid
+
+    return ClassAtOnce(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -543,8 +543,6 @@ def params(cases: list[Case]) -> list[Any]:
     ]
 
 
-# Under xdist, one worker runs the whole class: its stack is set up once, not once on every worker.
-@pytest.mark.xdist_group("malformed-batches")
 class TestQueuedBodiesUploadsAndEvents:
     @pytest.mark.parametrize("case", params(QUEUED_CASES + UPLOAD_CASES))
     def test_ends_in_a_clear_failure_or_a_logged_skip(self, world: World, case: Case) -> None:
@@ -644,7 +642,6 @@ def rules_rounds(class_emulator: GatewayEmulator) -> Iterator[dict[str, RulesRou
         stack.close()
 
 
-@pytest.mark.xdist_group("malformed-routing-rules")
 class TestInvalidRoutingRules:
     @pytest.mark.parametrize("case", params(RULE_CASES))
     def test_uploads_fail_naming_the_problem_and_wait_in_the_dlq(
