@@ -52,7 +52,7 @@ STATE_MACHINE_TYPE = "AWS::Serverless::StateMachine"
 # How long close() waits for handlers that are still running before it stops moto anyway.
 CLOSE_GRACE_SECONDS = 30.0
 # How often drain() looks again while the stack is busy.
-DRAIN_CHECK_SECONDS = 0.1
+DRAIN_CHECK_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
