@@ -265,6 +265,7 @@ class DeployedStack:
                             self.client("sqs", as_function=function.logical_id),
                             self.region,
                             counting_client=self.client("sqs"),
+                            arrivals=self.server.queue_arrivals(source.queue_url),
                         )
                     )
         if start_pollers:
