@@ -37,6 +37,30 @@ def test_sam_validate_is_clean(flags):
     assert "is a valid SAM Template" in result.stdout + result.stderr
 
 
+def template_built_once(directory: Path) -> Path:
+    """template.yaml without the functions' checkov notes, its relative paths made absolute, in `directory`.
+
+    sam build builds functions whose Metadata differ separately, even with the same code and requirements;
+    the checkov notes (skip reasons, not build settings) differ between the four functions, so template.yaml
+    takes three builds of the same package, this one takes one.
+    """
+    from samcli.yamlhelper import yaml_dump, yaml_parse
+
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+    template["Globals"]["Function"]["CodeUri"] = str(ROOT / template["Globals"]["Function"]["CodeUri"])
+    for resource in template["Resources"].values():
+        properties = resource.get("Properties", {})
+        for key in ("CodeUri", "DefinitionUri"):
+            if isinstance(properties.get(key), str):
+                properties[key] = str(ROOT / properties[key])
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource.get("Metadata", {}).pop("checkov", None)
+    path = directory / "template.yaml"
+    path.write_text(yaml_dump(template))
+    return path
+
+
+@pytest.mark.slow
 def test_sam_build_makes_small_packages_without_boto3(tmp_path):
     if not shutil.which("python3.13", path=ENV["PATH"]):
         pytest.fail("sam build needs python3.13 on PATH")
@@ -45,7 +69,7 @@ def test_sam_build_makes_small_packages_without_boto3(tmp_path):
         str(BIN / "sam"),
         "build",
         "--template",
-        "template.yaml",
+        str(template_built_once(tmp_path)),
         "--build-dir",
         str(build_dir),
         "--cache-dir",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
@@ -20,6 +21,7 @@ from moto import mock_aws, settings
 from moto.iam.models import iam_backends
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.sqs.models import sqs_backends
 from moto.sts.models import sts_backends
 from werkzeug.serving import make_server
 
@@ -130,6 +132,11 @@ class LocalAwsServer:
             **credentials.client_arguments(),
         )
 
+    def queue_arrivals(self, queue_url: str) -> QueueArrivals:
+        """Wakes whoever waits on it when a message is added to the queue (sent, or moved there by moto)."""
+        queue = sqs_backends[self.account_id][self.region].get_queue(queue_url.rsplit("/", 1)[-1])
+        return QueueArrivals(queue._messages_lock)
+
     def assume_role(self, role_arn: str, session_name: str) -> Credentials:
         """What the Lambda (or Step Functions) service does with a function's role: no caller's policy is
         checked, the role's trust policy names the service."""
@@ -142,3 +149,19 @@ class LocalAwsServer:
             external_id=None,
         )
         return Credentials(assumed.access_key_id, assumed.secret_access_key, assumed.session_token)
+
+
+class QueueArrivals:
+    """moto's queue notifies its condition whenever it adds a message; this waits on it, in this process."""
+
+    def __init__(self, condition: threading.Condition) -> None:
+        self._condition = condition
+
+    def wait(self, timeout: float) -> bool:
+        """True when a message arrived (or wake() was called) within `timeout` seconds."""
+        with self._condition:
+            return self._condition.wait(timeout)
+
+    def wake(self) -> None:
+        with self._condition:
+            self._condition.notify_all()
