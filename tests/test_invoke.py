@@ -109,7 +109,7 @@ def test_a_poller_that_ended_without_finishing_names_no_record_here_and_is_left_
 def test_the_sweeper_runs_on_its_schedule_event():
     report = run_invoke("SweeperFunction", event("sweep_scheduled.json"), environ={})
     assert report.error is None
-    assert report.result == {"swept": 0, "byStatus": {}, "more": False}
+    assert report.result == {"swept": 0, "byStatus": {}, "announced": 0, "more": False}
 
 
 def test_finish_request_finishes_a_waiting_record():

@@ -96,7 +96,7 @@ def indexed(table) -> dict[str, int]:
     return {item["requestId"]: int(item["sweepAt"]) for item in items}
 
 
-def test_only_records_that_have_not_ended_are_in_the_sweep_index(store):
+def test_only_records_not_ended_or_not_announced_are_in_the_sweep_index(store):
     records, clock, table = store
     claim(records, "processing", lease=60)
     claim(records, "waiting")
@@ -105,12 +105,27 @@ def test_only_records_that_have_not_ended_are_in_the_sweep_index(store):
     records.finish("done", Status.COMPLETED, {}, allowed_from=(Status.PROCESSING,))
     claim(records, "failed")
     records.fail("failed", RuntimeError("x"))
+    records.mark_notified("failed")
     assert indexed(table) == {
         "processing": int(NOW + 60 + 900),  # lease, then time for the message's next delivery
         "waiting": int(NOW + 3600 + 900),  # the poller's own timeout, then the same grace
+        "done": int(NOW + 900),  # ended, not yet announced: time for its delivery to announce it
     }
     clock.now += 60 + 900
-    assert [r["requestId"] for r in records.overdue()] == ["processing"]
+    assert sorted(r["requestId"] for r in records.overdue()) == ["done", "processing"]
+
+
+def test_the_sweeper_announces_what_ended_unannounced(store):
+    records, clock, _ = store
+    claim(records, "event-refused-every-time")
+    records.finish("event-refused-every-time", Status.COMPLETED, {}, allowed_from=(Status.PROCESSING,))
+    notifier = RecordingNotifier()
+    clock.now += 901
+    report = sweep(records=records, notifier=notifier, telemetry=Telemetry(), now=clock.now, limit=100)
+    assert report == {"swept": 0, "byStatus": {}, "announced": 1, "more": False}
+    assert notifier.published == [("event-refused-every-time", "COMPLETED")]
+    assert records.get("event-refused-every-time")["status"] == "COMPLETED"
+    assert list(records.overdue()) == []
 
 
 def test_the_sweeper_ends_what_is_overdue_and_announces_it(store):
@@ -122,7 +137,12 @@ def test_the_sweeper_ends_what_is_overdue_and_announces_it(store):
     notifier = RecordingNotifier()
     clock.now += 3600 + 900
     report = sweep(records=records, notifier=notifier, telemetry=Telemetry(), now=clock.now, limit=100)
-    assert report == {"swept": 2, "byStatus": {"PROCESSING": 1, "WAITING_FOR_TOOLS": 1}, "more": False}
+    assert report == {
+        "swept": 2,
+        "byStatus": {"PROCESSING": 1, "WAITING_FOR_TOOLS": 1},
+        "announced": 0,
+        "more": False,
+    }
     for request_id in ("crashed-on-last-delivery", "poller-lost"):
         record = records.get(request_id)
         assert record["status"] == "FAILED" and record["error"]["kind"] == "StrandedError"

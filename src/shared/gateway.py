@@ -182,6 +182,10 @@ class GatewayClient:
                         continue
                 if not isinstance(error, TransientGatewayError):
                     raise
+                if isinstance(error, GatewayDeadlineError) and last_error is not None:
+                    # The budget ran out inside a retry: what the gateway last said is the better reason.
+                    last_error.attempts = attempt
+                    break
                 error.attempts = attempt
                 last_error = error
                 delay = max(error.retry_after or 0.0, self._retry.backoff(attempt, self._rng))
@@ -252,7 +256,7 @@ class GatewayClient:
             # trip them. The whole exchange is bounded by the call's own deadline.
             response = within(remaining, exchange, name="gateway")
         except DeadlineExceeded:
-            raise TransientGatewayError(f"{method} {path}: no complete answer by the deadline") from None
+            raise GatewayDeadlineError(f"{method} {path}: no complete answer by the deadline") from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             # Nothing reached the gateway: no inference, nothing billed.
             unsent = TransientGatewayError(f"{method} {path}: {type(error).__name__}")
@@ -267,6 +271,10 @@ class GatewayClient:
                 f"{method} {path}: the answer's content encoding is broken", None
             ) from None
         return read_response(method, path, response, model, secret=token)
+
+
+class GatewayDeadlineError(TransientGatewayError):
+    """The call's budget ended before the gateway's answer was whole (however slowly it came)."""
 
 
 def read_response(

@@ -48,8 +48,9 @@ class Status(StrEnum):
 
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED})
 
-# The sweeper's sparse index: only a record that has not ended carries sweepShard and sweepAt, the moment
-# after which nothing but the sweeper will move it on. The shards spread the index's writes.
+# The sweeper's sparse index: only a record that has not ended, or has ended but is not yet announced, carries
+# sweepShard and sweepAt, the moment after which nothing but the sweeper will move it on. The shards spread the
+# index's writes.
 SWEEP_INDEX = "SweepIndex"
 SWEEP_SHARDS = 8
 SWEEP_ATTRIBUTES = ("sweepShard", "sweepAt")
@@ -334,7 +335,13 @@ class RecordStore:
                 raise
 
     def mark_notified(self, request_id: str) -> None:
-        self._update(request_id, {"notifiedAt": utc_now_iso(self._clock())}, allowed_from=tuple(TERMINAL))
+        """Announced: out of the sweeper's index for good."""
+        self._update(
+            request_id,
+            {"notifiedAt": utc_now_iso(self._clock())},
+            allowed_from=tuple(TERMINAL),
+            remove=SWEEP_ATTRIBUTES,
+        )
 
     def _update(
         self,
@@ -356,7 +363,10 @@ class RecordStore:
             # In S3 by now, or never to be used (see keep_answer); a retryable failure keeps it for a redrive.
             remove = (*remove, "pendingAnswer")
         if status in TERMINAL:
-            remove = (*remove, *SWEEP_ATTRIBUTES)  # out of the sweeper's index
+            # Still in the sweeper's index until announced (mark_notified): an event that every delivery
+            # failed to send (its message redriven under a new id, say) is sent by the sweeper.
+            fields["sweepShard"] = sweep_shard(request_id)
+            fields["sweepAt"] = int(now + self._sweep.grace_seconds)
         elif status == Status.WAITING_FOR_TOOLS:
             fields["sweepAt"] = int(now + self._sweep.poller_seconds + self._sweep.grace_seconds)
         if create:

@@ -8,9 +8,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import PipelineError
+from shared.errors import PipelineError, TransientStoreError
 from shared.notifications import announce
-from shared.records import Status
+from shared.records import TERMINAL, Status
 
 if TYPE_CHECKING:
     from shared.notifications import Notifier
@@ -66,9 +66,11 @@ def fail_poller(
 def sweep(
     *, records: RecordStore, notifier: Notifier, telemetry: Telemetry, now: float, limit: int
 ) -> dict[str, Any]:
-    """Settles up to `limit` records past their sweep moment: FAILED (retryable) and announced. Returns
-    what it did: {"swept": n, "byStatus": {...}, "more": bool}."""
+    """Settles up to `limit` records past their sweep moment: one that has not ended, FAILED (retryable) and
+    announced; one that ended unannounced, announced. Returns what it did: {"swept": n, "byStatus": {...},
+    "announced": n, "more": bool}."""
     swept: dict[str, int] = {}
+    announced = 0
     seen = 0
     more = False
     for candidate in records.overdue(now):
@@ -78,8 +80,17 @@ def sweep(
         seen += 1
         request_id = candidate["requestId"]
         current = records.get(request_id)
-        if current is None or current.get("status") in (Status.COMPLETED, Status.FAILED):
-            continue  # the index lags the table: it ended meanwhile
+        if current is None:
+            continue
+        if current.get("status") in TERMINAL:
+            # Ended, but no delivery managed to announce it: announce() skips it if one did meanwhile.
+            if not current.get("notifiedAt"):
+                logger.warning(
+                    "request %s ended %s unannounced: announcing it", request_id, current["status"]
+                )
+                announce(current, notifier, records)
+                announced += 1
+            continue
         status = str(current["status"])
         error = StrandedError(_stranded_message(status))
         record = records.fail(
@@ -93,10 +104,19 @@ def sweep(
         logger.warning("request %s was %s past its time: recorded FAILED", request_id, status)
         swept[status] = swept.get(status, 0) + 1
         telemetry.request_failed(error.kind)
-        announce(record, notifier, records)
+        _announced(record, notifier, records)
     if swept:
         telemetry.records_swept(swept)
-    return {"swept": sum(swept.values()), "byStatus": swept, "more": more}
+    return {"swept": sum(swept.values()), "byStatus": swept, "announced": announced, "more": more}
+
+
+def _announced(record: dict[str, Any], notifier: Notifier, records: RecordStore) -> int:
+    """1 when announced; 0 when EventBridge refused it this time (the record stays in the index: next run)."""
+    try:
+        announce(record, notifier, records)
+    except TransientStoreError:
+        return 0
+    return 1
 
 
 def _stranded_message(status: str) -> str:
