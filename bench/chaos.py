@@ -339,14 +339,13 @@ def sweeper(stack: DeployedStack) -> str | None:
 
 
 def run_sweeper(stack: DeployedStack, pipeline: LocalPipeline, max_wait: float = 300) -> dict[str, Any]:
-    """Waits until every unfinished record's sweep moment (`sweepAt`) has passed (at most `max_wait`
-    seconds), then runs the sweeper as its schedule does."""
+    """Waits until the sweep moment (`sweepAt`) of every record still in the sweeper's index (not ended, or
+    ended and not yet announced) has passed (at most `max_wait` seconds), then runs the sweeper as its
+    schedule does."""
     name = sweeper(stack)
     if name is None:
         return {"sweeper": "none in template.yaml"}
-    due = [
-        float(r["sweepAt"]) for r in pipeline.records() if r.get("status") not in TERMINAL and "sweepAt" in r
-    ]
+    due = [float(r["sweepAt"]) for r in pipeline.records() if "sweepAt" in r]
     waited = min(max([0.0, *due]) + 1 - time.time(), max_wait)
     if waited > 0:
         time.sleep(waited)
