@@ -11,6 +11,7 @@ from __future__ import annotations
 from tests.plugins.pipeline import Pipeline
 
 # src/shared/runtime.py AWS_CONFIG: adaptive mode, max_attempts 5 retries, so six attempts per call.
+SDK_ATTEMPTS = 6
 REFUSED = 8  # S3 refuses the same write more times than that, then takes it
 
 
@@ -21,6 +22,9 @@ def test_an_answer_s3_refused_for_a_while_is_not_billed_again(pipeline: Pipeline
     pipeline.send({"requestId": "s3-refused-once", "prompt": "hello"})
     pipeline.drain()
 
-    assert faults.counts() == {"s3:PutObject 5xx": REFUSED}  # the store really failed, retries and all
+    # The store really failed, every one of the SDK's six attempts (the next delivery's write of the kept
+    # answer may be refused the rest of the repeats, or, its body rebuilt, be a request of its own).
+    [(rule, refused)] = faults.counts().items()
+    assert rule == "s3:PutObject 5xx" and SDK_ATTEMPTS <= refused <= REFUSED
     assert pipeline.record("s3-refused-once")["status"] == "COMPLETED"
     assert pipeline.emulator.successful_chats_by_correlation_id() == {"s3-refused-once": 1}
