@@ -373,19 +373,14 @@ class LambdaEventInvokeConfig(ResourceType):
     required = frozenset({"FunctionName", "Qualifier"})
 
     def create(self, context: DeployContext, logical_id: str, properties: dict[str, Any]) -> CreatedResource:
-        name = properties["FunctionName"]
-        functions = [f for f in context.functions.values() if name in (f.name, f.arn)]
-        if not functions:
-            raise UnsupportedPropertyError(
-                f"{logical_id}: FunctionName {name} is not a function of this stack"
-            )
+        function = context.function_named(logical_id, properties["FunctionName"])
         if "OnSuccess" in properties.get("DestinationConfig", {}):
             raise UnsupportedPropertyError(f"{logical_id}: OnSuccess destinations are not supported")
         on_failure = properties.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
         if on_failure is not None and ":sqs:" not in on_failure:
             raise UnsupportedPropertyError(f"{logical_id}: only SQS OnFailure destinations are supported")
-        context.event_rules.invoke_configs[functions[0].logical_id] = AsyncInvokeConfig(
+        context.event_rules.invoke_configs[function.logical_id] = AsyncInvokeConfig(
             maximum_retry_attempts=int(properties.get("MaximumRetryAttempts", DEFAULT_ASYNC_RETRIES)),
             on_failure=on_failure,
         )
-        return CreatedResource(f"{functions[0].name}:{properties['Qualifier']}")
+        return CreatedResource(f"{function.name}:{properties['Qualifier']}")

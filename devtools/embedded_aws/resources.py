@@ -57,6 +57,13 @@ class DeployContext:
     event_rules: RulesCreated = field(default_factory=lambda: _rules_created())  # filled by the rule creators
     _service_roles: dict[str, str] = field(default_factory=dict)
 
+    def function_named(self, logical_id: str, name: str) -> FunctionInfo:
+        """The stack's function a resource names (by its name or ARN), or a refusal naming the resource."""
+        for function in self.functions.values():
+            if name in (function.name, function.arn):
+                return function
+        raise UnsupportedPropertyError(f"{logical_id}: FunctionName {name} is not a function of this stack")
+
     def physical_name(self, logical_id: str, max_length: int, lowercase: bool = False) -> str:
         """`<stack>-<LogicalId>-<random>`, shortened like CloudFormation to fit the service's limit."""
         alphabet = (

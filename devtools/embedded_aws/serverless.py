@@ -261,13 +261,7 @@ class LambdaEventSourceMapping(ResourceType):
     required = frozenset({"FunctionName", "EventSourceArn"})
 
     def create(self, context: DeployContext, logical_id: str, properties: dict[str, Any]) -> CreatedResource:
-        function_name = properties["FunctionName"]
-        functions = [f for f in context.functions.values() if function_name in (f.name, f.arn)]
-        if not functions:
-            raise UnsupportedPropertyError(
-                f"{logical_id}: FunctionName {function_name} is not a function of this stack"
-            )
-        function = functions[0]
+        function = context.function_named(logical_id, properties["FunctionName"])
         if ":sqs:" not in properties["EventSourceArn"]:
             raise UnsupportedPropertyError(f"{logical_id}: only SQS event sources are supported")
         event = {
