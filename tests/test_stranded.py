@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 from handlers.event_shapes import InvalidEventError, finish_state
+from shared.errors import TransientStoreError
 from shared.poller import execution_name
 from shared.records import SWEEP_INDEX, RecordStore, Status, SweepPolicy
 from shared.stranded import fail_poller, sweep
@@ -156,6 +157,33 @@ def test_the_sweeper_ends_what_is_overdue_and_announces_it(store):
         == 0
     )
     claim(records, "crashed-on-last-delivery")
+
+
+class RefusingNotifier(RecordingNotifier):
+    """EventBridge refuses the events of the requests named."""
+
+    def __init__(self, refused: set[str]) -> None:
+        super().__init__()
+        self.refused = refused
+
+    def request_finished(self, record: dict) -> None:
+        if record["requestId"] in self.refused:
+            raise TransientStoreError("EventBridge refused the notification")
+        super().request_finished(record)
+
+
+def test_an_event_eventbridge_refuses_stops_no_sweep_and_waits_for_the_next(store):
+    records, clock, _ = store
+    for request_id in ("refused", "sent"):
+        claim(records, request_id)
+        records.finish(request_id, Status.COMPLETED, {}, allowed_from=(Status.PROCESSING,))
+    claim(records, "stranded")
+    clock.now += 60 + 901
+    notifier = RefusingNotifier({"refused"})
+    report = sweep(records=records, notifier=notifier, telemetry=Telemetry(), now=clock.now, limit=100)
+    assert report == {"swept": 1, "byStatus": {"PROCESSING": 1}, "announced": 1, "more": False}
+    assert sorted(notifier.published) == [("sent", "COMPLETED"), ("stranded", "FAILED")]
+    assert [r["requestId"] for r in records.overdue()] == ["refused"]  # the next run tries again
 
 
 def test_the_sweeper_leaves_a_record_taken_up_again_since_it_was_listed(store):

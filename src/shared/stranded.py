@@ -88,8 +88,7 @@ def sweep(
                 logger.warning(
                     "request %s ended %s unannounced: announcing it", request_id, current["status"]
                 )
-                announce(current, notifier, records)
-                announced += 1
+                announced += _announced(current, notifier, records)
             continue
         status = str(current["status"])
         error = StrandedError(_stranded_message(status))
