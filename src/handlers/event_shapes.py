@@ -92,9 +92,8 @@ class FinishEvent:
     that its poller failed (`failure` says how)."""
 
     request_id: str
-    attempt: (
-        int | None
-    )  # None: a poller started before attempts were named (it finishes whichever is waiting)
+    # None: a poller started before attempts were named (it finishes whichever attempt is waiting).
+    attempt: int | None
     executions: list[dict[str, Any]] | None = None
     failure: str | None = None
 

@@ -10,7 +10,7 @@ from aws_lambda_powertools.logging import Logger
 
 from handlers.event_shapes import finish_state
 from shared import logs
-from shared.notifications import announce
+from shared.notifications import announce_for_attempt
 from shared.records import Status
 from shared.runtime import runtime
 from shared.stranded import fail_poller
@@ -56,8 +56,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             rt.telemetry.request_failed("ToolExecutionFailed")
     record = finished or rt.records.get(asked.request_id) or {}
     # Unless an earlier try of this step already did (a retried step lands here).
-    if asked.attempt is None or record.get("attempts") == asked.attempt:
-        announce(record, rt.notifier, rt.records)
+    announce_for_attempt(record, asked.attempt, rt.notifier, rt.records)
     return {
         "requestId": asked.request_id,
         "finishedNow": finished is not None,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import TransientStoreError
-from shared.records import TERMINAL
+from shared.records import TERMINAL, in_attempt
 
 if TYPE_CHECKING:
     from shared.records import RecordStore
@@ -62,3 +62,12 @@ def announce(record: dict[str, Any], notifier: Notifier, records: RecordStore) -
         logger.warning("notification for %s failed; a redelivery will send it", record["requestId"])
         raise
     records.mark_notified(record["requestId"])
+
+
+def announce_for_attempt(
+    record: dict[str, Any], attempt: int | None, notifier: Notifier, records: RecordStore
+) -> None:
+    """announce(), unless a later attempt of the request has taken the record since (its event is that
+    attempt's to send). `attempt` None: whichever attempt the record is in."""
+    if in_attempt(record, attempt):
+        announce(record, notifier, records)

@@ -70,6 +70,17 @@ class SweepPolicy:
     poller_seconds: int = 3600
 
 
+def of_attempt(attempt: int | None) -> dict[str, Any] | None:
+    """The condition (`expected`) that a record is still in the given attempt (its claim count); None when
+    any attempt will do (a poller started before attempts were named)."""
+    return None if attempt is None else {"attempts": attempt}
+
+
+def in_attempt(record: dict[str, Any], attempt: int | None) -> bool:
+    """What of_attempt() asks of DynamoDB, asked of a record already read."""
+    return attempt is None or record.get("attempts") == attempt
+
+
 def utc_now_iso(clock: float | None = None) -> str:
     moment = datetime.now(UTC) if clock is None else datetime.fromtimestamp(clock, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import PipelineError, TransientStoreError
-from shared.notifications import announce
-from shared.records import TERMINAL, Status
+from shared.notifications import announce, announce_for_attempt
+from shared.records import TERMINAL, Status, of_attempt
 
 if TYPE_CHECKING:
     from shared.notifications import Notifier
@@ -51,15 +51,18 @@ def fail_poller(
     """Ends the request's WAITING_FOR_TOOLS record of this attempt FAILED and announces it. A record already
     ended (by the poller itself, a retry of this step, a later attempt) is only announced if it was not yet."""
     error = PollerFailedError(message)
-    expected = None if attempt is None else {"attempts": attempt}
     record = records.fail(
-        request_id, error, allowed_from=(Status.WAITING_FOR_TOOLS,), expected=expected, create=False
+        request_id,
+        error,
+        allowed_from=(Status.WAITING_FOR_TOOLS,),
+        expected=of_attempt(attempt),
+        create=False,
     )
     if record is not None:
         telemetry.request_failed(error.kind)
     current = record or records.get(request_id)
-    if current is not None and (attempt is None or current.get("attempts") == attempt):
-        announce(current, notifier, records)
+    if current is not None:
+        announce_for_attempt(current, attempt, notifier, records)
     return Settled(request_id, record, None if current is None else current.get("status"))
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import GatewayNotFoundError
 from shared.images import ImageRejectedError, UrlAllowlist, decode_data_uri, download
 from shared.models import ToolExecution, build_models
-from shared.records import RecordStore, Status, truncated
+from shared.records import RecordStore, Status, in_attempt, of_attempt, truncated
 from shared.results import ResultStore
 
 if TYPE_CHECKING:
@@ -197,9 +197,7 @@ def finish_request(
             execution["error"] = truncated(execution["error"], MAX_EXECUTION_ERROR_CHARS)
     status, error = summarise(slim)
     record = records.get(request_id) or {}
-    if record.get("status") != Status.WAITING_FOR_TOOLS or (
-        attempt is not None and record.get("attempts") != attempt
-    ):
+    if record.get("status") != Status.WAITING_FOR_TOOLS or not in_attempt(record, attempt):
         logger.info("request %s is no longer waiting for this poller; left as it is", request_id)
         return None
     location = record.get("resultLocation")
@@ -215,7 +213,7 @@ def finish_request(
         status,
         fields,
         allowed_from=(Status.WAITING_FOR_TOOLS,),
-        expected=None if attempt is None else {"attempts": attempt},
+        expected=of_attempt(attempt),
     )
     if finished is None:
         logger.info("request %s was already finished", request_id)
