@@ -18,8 +18,7 @@ logs.use_service_logger(logger)
 
 def scope_of(rt: Runtime) -> Scope:
     s = rt.settings
-    allowed = (s.input_prefix, s.reprocess_prefix) if s.reprocess_prefix else (s.input_prefix,)
-    return Scope(s.results_bucket, allowed, s.results_prefix)
+    return Scope(s.results_bucket, s.reprocess_prefixes, s.results_prefix)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -103,6 +103,11 @@ class Settings(BaseModel):
         Field(alias="IMAGE_DOWNLOAD_ALLOWED_URLS"),
     ]
 
+    @property
+    def reprocess_prefixes(self) -> tuple[str, ...]:
+        """Where a reprocess run may take objects from: the input prefix, and the ReprocessPrefix if any."""
+        return (self.input_prefix, self.reprocess_prefix) if self.reprocess_prefix else (self.input_prefix,)
+
     @field_validator("reprocess_prefix")
     @classmethod
     def _never_the_results(cls, value: str, info: ValidationInfo) -> str:

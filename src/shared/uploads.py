@@ -141,16 +141,11 @@ def refusal_reason(upload: Upload, rt: Runtime) -> str | None:
         return f"the bucket is not the stack's ({rt.settings.results_bucket})"
     if upload.key.startswith(rt.settings.results_prefix):
         return "the key is under the results prefix (our own output)"
-    if upload.rerun is not None and rt.settings.reprocess_prefix:
-        # The operator's ReprocessPrefix: reprocess runs (only) may take objects from there too.
-        if not upload.key.startswith((rt.settings.input_prefix, rt.settings.reprocess_prefix)):
-            return (
-                f"the key is not under the input prefix ({rt.settings.input_prefix}) or the reprocess prefix"
-                f" ({rt.settings.reprocess_prefix})"
-            )
-        return None
-    if not upload.key.startswith(rt.settings.input_prefix):
-        return f"the key is not under the input prefix ({rt.settings.input_prefix})"
+    # The operator's ReprocessPrefix: reprocess runs (only) may take objects from there too.
+    prefixes = rt.settings.reprocess_prefixes if upload.rerun is not None else (rt.settings.input_prefix,)
+    if not upload.key.startswith(prefixes):
+        named = [f"the input prefix ({prefixes[0]})", *(f"the reprocess prefix ({p})" for p in prefixes[1:])]
+        return f"the key is not under {' or '.join(named)}"
     return None
 
 
