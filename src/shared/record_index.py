@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from shared.records import OBJECT_VERSION_ATTRIBUTE, RUN_ATTRIBUTE, Status
+from shared.records import OBJECT_VERSION_ATTRIBUTE, RUN_ATTRIBUTE, Status, query_pages
 
 OBJECT_VERSION_INDEX = "ObjectVersionIndex"
 RUN_INDEX = "RunIndex"
@@ -27,13 +27,7 @@ def has_completed_record(table: Any, version: str) -> bool:
         "ExpressionAttributeValues": {":version": version, ":completed": Status.COMPLETED.value},
         "Select": "COUNT",
     }
-    while True:
-        page = table.query(**request)
-        if page.get("Count"):
-            return True
-        if "LastEvaluatedKey" not in page:
-            return False
-        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return any(page.get("Count") for page in query_pages(table.query, request))
 
 
 def run_records(table: Any, run_id: str) -> Iterator[dict[str, Any]]:
@@ -44,9 +38,5 @@ def run_records(table: Any, run_id: str) -> Iterator[dict[str, Any]]:
         "ExpressionAttributeNames": {"#run": RUN_ATTRIBUTE},
         "ExpressionAttributeValues": {":run": run_id},
     }
-    while True:
-        page = table.query(**request)
+    for page in query_pages(table.query, request):
         yield from page.get("Items", [])
-        if "LastEvaluatedKey" not in page:
-            return
-        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

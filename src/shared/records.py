@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -290,13 +290,9 @@ class RecordStore:
                 "KeyConditionExpression": "sweepShard = :shard AND sweepAt <= :now",
                 "ExpressionAttributeValues": {":shard": str(shard), ":now": moment},
             }
-            while True:
-                page = self._call(self._table.query, **query)
+            for page in query_pages(lambda **request: self._call(self._table.query, **request), query):
                 for item in page.get("Items", []):
                     yield from_dynamo(item)
-                if "LastEvaluatedKey" not in page:
-                    break
-                query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def keep_answer(self, request_id: str, document: str) -> bool:
         """Keeps a billed answer S3 would not take in the record, while it is PROCESSING, when it fits; True
@@ -442,6 +438,17 @@ class RecordStore:
                 message = error.response["Error"].get("Message")
                 raise RecordRefusedError(f"DynamoDB refused the record: {message}") from None
             raise
+
+
+def query_pages(query: Callable[..., dict[str, Any]], request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every page of a DynamoDB Query, one at a time (never all of them in memory)."""
+    request = dict(request)
+    while True:
+        page = query(**request)
+        yield page
+        if "LastEvaluatedKey" not in page:
+            return
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _untyped(item: dict[str, Any]) -> dict[str, Any]:
