@@ -22,6 +22,19 @@ def record(request_id: str, status: str, **fields) -> dict:
     return {"requestId": request_id, "status": status, "createdAt": fields.pop("createdAt", "1"), **fields}
 
 
+def completed_after_two_calls(journal: list[dict]) -> dict:
+    """The account of request "r": COMPLETED and announced, two chat calls, the kill points' `journal`."""
+    return build_account(
+        plan_of_one("r", "m"),
+        [record("r", "COMPLETED")],
+        {("r", "COMPLETED")},
+        Counter(r=2),
+        answer_fates(journal),
+        {},
+        {},
+    )
+
+
 def test_a_rebill_after_a_crash_between_answer_and_store_is_unavoidable_and_one_after_a_store_is_not():
     crashed = [
         line(1, "start"),
@@ -32,15 +45,7 @@ def test_a_rebill_after_a_crash_between_answer_and_store_is_unavoidable_and_one_
         line(2, "write", point="s3-write", key="results/requests/r.json"),
         line(2, "end"),
     ]
-    account = build_account(
-        plan_of_one("r", "m"),
-        [record("r", "COMPLETED")],
-        {("r", "COMPLETED")},
-        Counter(r=2),
-        answer_fates(crashed),
-        {},
-        {},
-    )
+    account = completed_after_two_calls(crashed)
     assert (account["rebilled"], account["rebilled_unavoidable"]) == (1, 1)
 
     stored_then_asked_again = [
@@ -52,15 +57,7 @@ def test_a_rebill_after_a_crash_between_answer_and_store_is_unavoidable_and_one_
         line(2, "answered", requestId="r"),
         line(2, "end"),
     ]
-    account = build_account(
-        plan_of_one("r", "m"),
-        [record("r", "COMPLETED")],
-        {("r", "COMPLETED")},
-        Counter(r=2),
-        answer_fates(stored_then_asked_again),
-        {},
-        {},
-    )
+    account = completed_after_two_calls(stored_then_asked_again)
     assert (account["rebilled"], account["rebilled_unavoidable"]) == (1, 0)
     assert account["rebilled_avoidable"], account
 
