@@ -144,7 +144,8 @@ class EventRouter:
 
     def fire_schedule(self, logical_id: str) -> None:
         """What the rule's schedule does at each tick, now."""
-        self._deliver(self._created.rules[logical_id], self._scheduled_event(self._created.rules[logical_id]))
+        rule = self._created.rules[logical_id]
+        self._deliver(rule, self._scheduled_event(rule))
 
     def execution_ended(self, execution: Any) -> None:
         """moto's Step Functions ended an execution: EventBridge's status-change event, on the default bus."""
