@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
-import boto3
 from botocore.config import Config
 from moto import mock_aws, settings
 from moto.iam.models import iam_backends
@@ -25,6 +24,7 @@ from moto.sqs.models import sqs_backends
 from moto.sts.models import sts_backends
 from werkzeug.serving import make_server
 
+from devtools.embedded_aws.aws_api import local_client
 from devtools.embedded_aws.aws_faults import AwsFaults
 
 logger = logging.getLogger("devtools.embedded_aws")
@@ -58,6 +58,26 @@ class Credentials:
         }
 
 
+# How often the server's loop looks whether stop() was asked: werkzeug's 0.5 s made every stack's close wait
+# half a second for nothing.
+SHUTDOWN_POLL_SECONDS = 0.05
+
+
+class ServiceDispatcher(DomainDispatcherApplication):
+    """moto's dispatcher with the service of each host looked up once: moto lists its own package directory
+    (a listdir and two hundred stats) on every request to find it, a tenth of the tests' CPU."""
+
+    def __init__(self, create_app: Any) -> None:
+        super().__init__(create_app)
+        self._backend_for_host: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self, host: str | None) -> Any:
+        if host not in self._backend_for_host:
+            # Two threads may both look a new host up: they find the same answer.
+            self._backend_for_host[host] = super().get_backend_for_host(host)
+        return self._backend_for_host[host]
+
+
 class FaultableMotoServer(ThreadedMotoServer):
     """moto's threaded server with the fault layer in front of its application (devtools.embedded_aws.aws_faults)."""
 
@@ -66,12 +86,12 @@ class FaultableMotoServer(ThreadedMotoServer):
         self.faults = faults
 
     def _server_entry(self) -> None:  # as moto's, with the application wrapped
-        app = self.faults.middleware(DomainDispatcherApplication(create_backend_app))
+        app = self.faults.middleware(ServiceDispatcher(create_backend_app))
         self._server = make_server(
             self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
         )
         self._server_ready_event.set()
-        self._server.serve_forever()
+        self._server.serve_forever(poll_interval=SHUTDOWN_POLL_SECONDS)
 
 
 class LocalAwsServer:
@@ -124,7 +144,7 @@ class LocalAwsServer:
         """A boto3 client on this server, as the deployer unless other credentials are given."""
         credentials = credentials or self.deployer
         assert credentials is not None, "start() first"
-        return boto3.client(
+        return local_client(
             service,
             region_name=self.region,
             endpoint_url=self.endpoint,
@@ -157,9 +177,12 @@ class QueueArrivals:
     def __init__(self, condition: threading.Condition) -> None:
         self._condition = condition
 
-    def wait(self, timeout: float) -> bool:
-        """True when a message arrived (or wake() was called) within `timeout` seconds."""
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        """True when a message arrived (or wake() was called) within `timeout` seconds. Returns at once once
+        `stop` is set: looked at under the lock wake() takes, so a stop set just before is not waited out."""
         with self._condition:
+            if stop.is_set():
+                return True
             return self._condition.wait(timeout)
 
     def wake(self) -> None:

@@ -218,7 +218,7 @@ class SqsPoller:
                     self._process(messages)
                 elif self._arrivals is None:
                     self._stop.wait(IDLE_SECONDS)
-                elif self._arrivals.wait(self._idle_seconds):
+                elif self._arrivals.wait(self._idle_seconds, self._stop):
                     self._idle_until = 0.0  # a message came: ask at once
         except BaseException as error:
             # Kept so that drain() reports it rather than waiting on a dead worker; re-raised for the log.
