@@ -23,10 +23,11 @@ from typing import Any
 from devtools.kill_points import KillPoints
 
 # What the process loads before it takes a function's environment: the libraries every function imports,
-# none of which reads the environment at import time (Powertools does, POWERTOOLS_DEBUG: not preloaded). A
-# process forked from one that has them starts in milliseconds instead of the ~0.4 s a fresh interpreter
-# takes (the real cold start is bench/cold_start.py's to measure).
-PRELOAD = ("boto3", "botocore.session", "httpx", "pydantic", "pydantic.main")
+# none of which reads the environment at import time (Powertools does, POWERTOOLS_DEBUG: not preloaded), and
+# the AWS service models its clients read (devtools.service_models). A process forked from one that has
+# them starts in milliseconds instead of the ~0.4 s a fresh interpreter takes (the real cold start is
+# bench/cold_start.py's to measure).
+PRELOAD = ("boto3", "botocore.session", "httpx", "pydantic", "pydantic.main", "devtools.service_models")
 
 
 @dataclass(frozen=True)

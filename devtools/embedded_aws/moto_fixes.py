@@ -12,7 +12,6 @@ from typing import Any
 from unittest import mock
 from urllib.parse import quote_plus, unquote
 
-import boto3
 from botocore.config import Config
 from moto.core.exceptions import JsonRESTError
 from moto.dynamodb.exceptions import ItemSizeToUpdateTooLarge
@@ -31,6 +30,7 @@ from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
 from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
 from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
+from devtools.embedded_aws.aws_api import local_client
 from devtools.embedded_aws.distributed_map import distributed_map_fixes
 
 _original_start_execution = StepFunctionsParserBackend.start_execution
@@ -370,7 +370,7 @@ def step_functions_as_their_role(
     from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
 
     def client_as_role(region: str, service: str, state_credentials: Any = None) -> Any:
-        return boto3.client(
+        return local_client(
             service,
             region_name=region,
             endpoint_url=endpoint,
