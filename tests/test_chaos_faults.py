@@ -237,7 +237,9 @@ def test_the_chaos_benchmark_aborts_poller_executions_and_opens_a_401_window(pip
     chaos = Chaos(pipeline.stack, pipeline.emulator, tmp_path / "kill-points.json", abort_rate=1.0)
     pipeline.emulator.config.execution_seconds = 20  # still running when the abort comes
     chaos.start_aborting()
-    chaos.rotate_token(window=4)
+    # Shorter than the queue function's retries (MaxReceiveCount 3, delays 1 s then 2 s), so that the request
+    # outlives the window and starts its execution.
+    chaos.rotate_token(window=1)
     pipeline.send(image_request_message("aborted"))
     deadline = time.monotonic() + 60
     while not chaos.aborted and time.monotonic() < deadline:
@@ -255,7 +257,7 @@ def test_the_chaos_benchmark_aborts_poller_executions_and_opens_a_401_window(pip
     # The gateway refused the stack's token until the secret had the new one.
     statuses = [call.status for call in pipeline.emulator.calls if call.kind == "chat"]
     assert statuses[0] == 401, statuses
-    assert chaos.rotations and chaos.rotations[0]["window_seconds"] >= 4
+    assert chaos.rotations and chaos.rotations[0]["window_seconds"] >= 1
     secret = pipeline.stack.client("secretsmanager").get_secret_value(
         SecretId=pipeline.stack.physical_id("GatewayTokenSecret")
     )

@@ -535,7 +535,10 @@ RESOURCE_CHECKS = {
 
 def test_every_resource_of_template_yaml_exists_in_moto_with_the_templates_settings(deploy_stack):
     stack = deploy_stack(
-        {"GatewayOrganisation": "acme"}, visibility_timeout_override=None, start_pollers=False
+        {"GatewayOrganisation": "acme"},
+        visibility_timeout_override=None,
+        batching_window_override=None,
+        start_pollers=False,
     )
     template = Template.load(ROOT / "template.yaml")
     for logical_id, declaration in template.resources.items():

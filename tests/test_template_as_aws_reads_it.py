@@ -24,7 +24,7 @@ TRANSLATED_TYPE = {
 def test_the_embedded_aws_created_what_sams_translation_of_template_yaml_creates(deploy_stack):
     template = Template.load(ROOT / "template.yaml")
     translated = translate(template, "us-east-1")["Resources"]
-    stack = deploy_stack(start_pollers=False)
+    stack = deploy_stack(batching_window_override=None, start_pollers=False)
 
     # The same resources (those whose condition holds with these parameters), of the same types.
     named = {

@@ -51,6 +51,9 @@ class DeployContext:
     # Tests and local runs only: replaces every queue's VisibilityTimeout so failed messages come back in
     # seconds instead of the template's minutes. None keeps the template's values.
     visibility_timeout_override: int | None = None
+    # Tests only: replaces every SQS event source's MaximumBatchingWindowInSeconds, so that a lone message is
+    # handled at once instead of after the template's window. None keeps the template's values.
+    batching_window_override: float | None = None
     # Benchmarks only: the Timeout (seconds) of the functions named (by logical id), instead of the template's.
     function_timeout_override: Mapping[str, int] = field(default_factory=dict)
     functions: dict[str, FunctionInfo] = field(default_factory=dict)  # filled by the function creator

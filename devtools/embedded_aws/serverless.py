@@ -234,7 +234,9 @@ def _event_source(
         queue_arn=queue_arn,
         queue_url=queue_url,
         batch_size=batch_size,
-        maximum_batching_window_seconds=window,
+        maximum_batching_window_seconds=window
+        if context.batching_window_override is None
+        else context.batching_window_override,
         report_batch_item_failures="ReportBatchItemFailures" in properties.get("FunctionResponseTypes", []),
         maximum_concurrency=int(maximum_concurrency or DEFAULT_SQS_CONCURRENCY),
         enabled=str(properties.get("Enabled", "true")).lower() == "true",

@@ -80,6 +80,7 @@ class EmbeddedAws:
         stack_name: str = DEFAULT_STACK_NAME,
         *,
         visibility_timeout_override: int | None = None,
+        batching_window_override: float | None = None,
         start_pollers: bool = True,
         function_log: Path | None = None,
         secret_values: Mapping[str, str] | None = None,
@@ -89,8 +90,9 @@ class EmbeddedAws:
         """Starts moto's server, creates every resource of the template, starts the SQS pollers.
 
         `visibility_timeout_override` is for tests and local runs only: it replaces every queue's
-        VisibilityTimeout (seconds) so a failed message comes back quickly. `extra_environment` is added to
-        every function's environment (and wins over the template's values), e.g. GATEWAY_TOKEN.
+        VisibilityTimeout (seconds) so a failed message comes back quickly. `batching_window_override`, tests
+        only: every SQS event source's MaximumBatchingWindowInSeconds (a lone message waits it out).
+        `extra_environment` is added to every function's environment (and wins over the template's values).
         `function_log`: a file the function processes' output (their logs) is appended to, instead of this
         process's stdout and stderr. `secret_values`: the value to put in each of these secrets (by logical
         id) once deployed, before any function runs, as an operator does after the first deploy.
@@ -111,6 +113,7 @@ class EmbeddedAws:
                 parameters or {},
                 extra_environment or {},
                 visibility_timeout_override,
+                batching_window_override,
                 start_pollers,
                 function_log,
                 secret_values or {},
@@ -164,6 +167,7 @@ class DeployedStack:
         parameters: Mapping[str, Any],
         extra_environment: Mapping[str, str],
         visibility_timeout_override: int | None,
+        batching_window_override: float | None,
         start_pollers: bool,
         function_log: Path | None,
         secret_values: Mapping[str, str],
@@ -206,6 +210,7 @@ class DeployedStack:
             client=self.client,
             role_arn=self.roles.role_arn,
             visibility_timeout_override=visibility_timeout_override,
+            batching_window_override=batching_window_override,
             function_timeout_override=function_timeout_override,
         )
         for logical_id in order:

@@ -18,6 +18,9 @@ FAST_PARAMETERS = {"RetryBaseDelaySeconds": "0", "PollMaxWaitSeconds": "1", "Max
 # Seconds; shortens every queue's VisibilityTimeout (750 in template.yaml) so failed messages come back quickly.
 # Tests and local runs only: deployed stacks keep the template's values.
 FAST_VISIBILITY_TIMEOUT = 2
+# Seconds; replaces the SQS event sources' MaximumBatchingWindowInSeconds (1 in template.yaml), which a test's
+# lone message would wait out on every delivery. Tests of batching itself pass None.
+FAST_BATCHING_WINDOW = 0.0
 
 DeployStack = Callable[..., DeployedStack]
 
@@ -27,7 +30,8 @@ def deploy_stack() -> Iterator[DeployStack]:
     """`deploy_stack(parameters=..., extra_environment=...)` -> a DeployedStack, closed after the test.
 
     Keyword options: `template` (default template.yaml), `visibility_timeout_override` (default 2 s; None keeps
-    the template's), and anything else EmbeddedAws.deploy takes (stack_name, start_pollers).
+    the template's), `batching_window_override` (default 0 s; None keeps the template's), and anything else
+    EmbeddedAws.deploy takes (stack_name, start_pollers).
     """
     stacks: list[DeployedStack] = []
 
@@ -37,6 +41,7 @@ def deploy_stack() -> Iterator[DeployStack]:
         *,
         template: str | Path = TEMPLATE,
         visibility_timeout_override: int | None = FAST_VISIBILITY_TIMEOUT,
+        batching_window_override: float | None = FAST_BATCHING_WINDOW,
         **options: Any,
     ) -> DeployedStack:
         declared = Template.load(template).parameters
@@ -46,6 +51,7 @@ def deploy_stack() -> Iterator[DeployStack]:
             parameters={**fast, **(parameters or {})},
             extra_environment=extra_environment,
             visibility_timeout_override=visibility_timeout_override,
+            batching_window_override=batching_window_override,
             **options,
         )
         stacks.append(stack)
