@@ -182,14 +182,10 @@ class SqsPoller:
         is held here, so a batch is either not received yet or received and already counted in flight.
         """
         with self._receive_lock:
-            return {
-                name.removeprefix("ApproximateNumberOf"): int(
-                    self._counting_sqs.get_queue_attributes(
-                        QueueUrl=self.source.queue_url, AttributeNames=[name]
-                    )["Attributes"][name]
-                )
-                for name in COUNT_ATTRIBUTES
-            }
+            attributes = self._counting_sqs.get_queue_attributes(
+                QueueUrl=self.source.queue_url, AttributeNames=list(COUNT_ATTRIBUTES)
+            )["Attributes"]
+        return {name.removeprefix("ApproximateNumberOf"): int(attributes[name]) for name in COUNT_ATTRIBUTES}
 
     def start(self) -> None:
         for index in range(self.source.maximum_concurrency):

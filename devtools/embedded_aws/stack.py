@@ -52,8 +52,11 @@ DEFAULT_REGION = "us-east-1"
 STATE_MACHINE_TYPE = "AWS::Serverless::StateMachine"
 # How long close() waits for handlers that are still running before it stops moto anyway.
 CLOSE_GRACE_SECONDS = 30.0
-# How often drain() looks again while the stack is busy.
+# How often drain() looks again while the stack is busy: at first, and whenever a handler has run since;
+# while only moto is busy (messages waiting out a visibility timeout, executions between steps), the wait
+# doubles up to the longest, each look being a few signed requests checked against IAM.
 DRAIN_CHECK_SECONDS = 0.05
+DRAIN_CHECK_LONGEST_SECONDS = 0.4
 
 
 @dataclass(frozen=True)
@@ -401,11 +404,13 @@ class DeployedStack:
         """Blocks until every polled queue is empty with nothing in flight, no handler is running and every
         state machine execution has ended; raises TimeoutError saying what is still busy otherwise."""
         deadline = time.monotonic() + timeout
+        pause = DRAIN_CHECK_SECONDS
         while True:
             self._raise_if_poller_failed()
             if self._busy_in_this_process() and time.monotonic() < deadline:
                 # Busy without asking moto: every question to it is a signed request checked against IAM.
-                time.sleep(DRAIN_CHECK_SECONDS)
+                pause = DRAIN_CHECK_SECONDS
+                time.sleep(pause)
                 continue
             started = self.invocations.started
             busy = self._busy()
@@ -414,7 +419,9 @@ class DeployedStack:
                 return
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"stack {self.stack_name} still busy after {timeout} s: {'; '.join(busy)}")
-            time.sleep(DRAIN_CHECK_SECONDS)
+            pause = DRAIN_CHECK_SECONDS if self.invocations.started != started else pause
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, DRAIN_CHECK_LONGEST_SECONDS)
 
     def wait_for_executions(self, timeout: float = 60) -> list[dict[str, Any]]:
         """Waits until no execution of the stack's state machines runs; returns every execution's description."""
