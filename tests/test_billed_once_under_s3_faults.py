@@ -8,6 +8,8 @@ Failed until main's 8146d5f; kept as the regression test."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.plugins.pipeline import Pipeline
 
 # src/shared/runtime.py AWS_CONFIG: adaptive mode, max_attempts 5 retries, so six attempts per call.
@@ -15,6 +17,9 @@ SDK_ATTEMPTS = 6
 REFUSED = 8  # S3 refuses the same write more times than that, then takes it
 
 
+# The first delivery spends the SDK's backoff (up to 31 s: 1+2+4+8+16, jittered) on the refused write; the
+# message must not come back while it does, or the deliveries it holds off use up MaxReceiveCount.
+@pytest.mark.pipeline(visibility_timeout_override=60)
 def test_an_answer_s3_refused_for_a_while_is_not_billed_again(pipeline: Pipeline):
     faults = pipeline.stack.server.faults
     # The first write of a result fails on every one of the SDK's attempts (and twice more); S3 is fine after.

@@ -38,16 +38,23 @@ def pipeline_parameters(emulator: GatewayEmulator) -> dict[str, str]:
 
 
 @pytest.fixture
-def pipeline(deploy_stack: Any, emulator: GatewayEmulator) -> Iterator[Pipeline]:
+def pipeline(
+    request: pytest.FixtureRequest, deploy_stack: Any, emulator: GatewayEmulator
+) -> Iterator[Pipeline]:
+    """template.yaml deployed for one test; `@pytest.mark.pipeline(...)` gives the deploy other options."""
     # Quick async executions and retries, so the poller and redelivery tests take seconds.
     emulator.config.execution_pending_seconds = 0.2
     emulator.config.execution_seconds = 0.8
     emulator.config.retry_after_seconds = 0
+    marker = request.node.get_closest_marker("pipeline")
     stack = deploy_stack(
-        parameters=pipeline_parameters(emulator),
-        # The token in the stack's secret: the functions read it through Secrets Manager and their roles.
-        secret_values=emulator_gateway(emulator).secret_values(),
-        # Long enough that a message is never redelivered while its first run is still going.
-        visibility_timeout_override=20,
+        **{
+            "parameters": pipeline_parameters(emulator),
+            # The token in the stack's secret: the functions read it through Secrets Manager and their roles.
+            "secret_values": emulator_gateway(emulator).secret_values(),
+            # Long enough that a message is never redelivered while its first run is still going.
+            "visibility_timeout_override": 20,
+            **(marker.kwargs if marker else {}),
+        }
     )
     yield Pipeline(stack, emulator)
