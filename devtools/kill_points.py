@@ -11,8 +11,8 @@ back by the runtime. The points:
   (PutItem/UpdateItem/..., PutObject, PutEvents, StartExecution), before the code sees its answer.
 
 The control file is JSON, `{"rates": {"<point>": probability, ...}}` (with `"functions": [logical ids]` to
-arm only those), re-read whenever it changes, so the benchmark switches kills on and off while the stack
-runs. The journal gets one JSON line per event, each
+arm only those, and `"max_kills": n` to stop once the journal holds n kills), re-read whenever it changes,
+so the benchmark switches kills on and off while the stack runs. The journal gets one JSON line per event, each
 with the process id, the function and the time: `start` and `end` of an invocation, `answered` (requestId),
 `write` (point, operation, requestId, key), and `killed` (point, operation, requestId) just before the kill.
 An invocation with a `start` and no `end` did not finish: its process was killed or timed out. Lines are
@@ -56,6 +56,7 @@ class KillPoints:
     function: str  # the function's logical id
     _random: random.Random = field(default_factory=lambda: random.Random(os.urandom(8)))
     _rates: dict[str, float] = field(default_factory=dict)
+    _max_kills: int | None = None
     _control_stamp: tuple[int, int] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,6 +78,7 @@ class KillPoints:
                 functions = document.get("functions")  # only these (logical ids); absent: every function
                 rates = document.get("rates", {}) if functions is None or self.function in functions else {}
                 self._rates = {name: float(value) for name, value in rates.items()}
+                self._max_kills = document.get("max_kills")
                 self._control_stamp = stamp
             return self._rates.get(point, 0.0)
 
@@ -95,10 +97,23 @@ class KillPoints:
         rate = self.rate(point)
         with self._lock:
             hit = rate > 0 and self._random.random() < rate
+        if hit and self._budget_spent():
+            return
         if hit:
             self.journal("killed", point=point, **fields)
             os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(60)  # the signal is delivered before this returns; never reached
+
+    def _budget_spent(self) -> bool:
+        # Read at a hit only (a few dozen in a run). Two processes hitting at once may both pass: one over.
+        if self._max_kills is None:
+            return False
+        try:
+            with open(self.journal_path, encoding="utf-8") as journal:
+                killed = sum('"event": "killed"' in line for line in journal)
+        except FileNotFoundError:
+            killed = 0
+        return killed >= self._max_kills
 
     # --- wiring -------------------------------------------------------------------------------------------
 

@@ -273,3 +273,23 @@ def test_kill_points_can_be_armed_in_chosen_functions_only(deploy_stack, emulato
 
     assert [i.error for i in stack.invocations.for_function(FUNCTION)] == [None]
     assert "killed" not in [e["event"] for e in journal(journal_path)]
+
+
+def test_kill_points_stop_once_the_journal_holds_max_kills(deploy_stack, emulator, tmp_path):
+    rates = {"gateway-answered": 1.0}
+    stack, journal_path = deploy_with_kill_points(deploy_stack, emulator, tmp_path, rates)
+    (tmp_path / "control.json").write_text(json.dumps({"rates": rates, "max_kills": 1}))
+    send(stack, {"requestId": "killed", "prompt": "hello"})
+    wait_for_failed_invocation(stack)
+    send(stack, {"requestId": "spared", "prompt": "hello"})  # its answer reaches the kill point too
+
+    table, key = stack.physical_id("ResultsTable"), {"requestId": {"S": "spared"}}
+    deadline = time.monotonic() + 60
+    while (item := stack.client("dynamodb").get_item(TableName=table, Key=key).get("Item")) is None or item[
+        "status"
+    ]["S"] != "COMPLETED":
+        assert time.monotonic() < deadline, f"spared never completed: {item}"
+        time.sleep(0.1)
+    events = journal(journal_path)
+    assert [e["requestId"] for e in events if e["event"] == "killed"] == ["killed"]
+    assert "spared" in [e["requestId"] for e in events if e["event"] == "answered"]
