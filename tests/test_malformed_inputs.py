@@ -412,13 +412,19 @@ def class_emulator() -> Iterator[GatewayEmulator]:
 
 
 def deploy(
-    emulator: GatewayEmulator, visibility_timeout: int, function_log: Path | None = None, **parameters: str
+    emulator: GatewayEmulator,
+    visibility_timeout: int,
+    function_log: Path | None = None,
+    batching_window: float | None = None,
+    **parameters: str,
 ) -> DeployedStack:
+    """`batching_window`: the SQS event sources' MaximumBatchingWindowInSeconds (None: the template's)."""
     return EmbeddedAws.deploy(
         ROOT / "template.yaml",
         parameters={**PARAMETERS, "GatewayBaseUrl": emulator.base_url, **parameters},
         extra_environment={"GATEWAY_TOKEN": TOKEN},
         visibility_timeout_override=visibility_timeout,
+        batching_window_override=batching_window,
         function_log=function_log,
     )
 
@@ -607,9 +613,14 @@ class RulesRound:
 
 @pytest.fixture(scope="class")
 def rules_rounds(class_emulator: GatewayEmulator) -> Iterator[dict[str, RulesRound]]:
-    # One delivery, so a bad rule file gives up at once; a short visibility timeout for a batch that raised.
+    # One delivery, so a bad rule file gives up at once; a short visibility timeout for a batch that raised;
+    # no batching window, for a round's lone upload waits it out twice (its delivery, its move to the DLQ).
     stack = deploy(
-        class_emulator, visibility_timeout=3, RoutingRulesParameterName=RULES_PARAMETER, MaxReceiveCount="1"
+        class_emulator,
+        visibility_timeout=3,
+        batching_window=0,
+        RoutingRulesParameterName=RULES_PARAMETER,
+        MaxReceiveCount="1",
     )
     try:
         pipeline = Pipeline(stack, class_emulator)
