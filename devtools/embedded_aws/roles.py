@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import logging
 import os
+import pickle
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,8 +34,26 @@ class _NoManagedPolicyLookups:
         return {}
 
 
+# Translations by the template's document and the region, pickled: each deploy translates, the same template
+# nearly always (20 ms a translation, 0.2 ms a copy of one).
+_translated: dict[tuple[bytes, str], bytes] = {}
+_translated_lock = threading.Lock()
+
+
 def translate(template: Template, region: str) -> dict[str, Any]:
-    """The template as CloudFormation, as `sam deploy` would send it (SAM's transform applied offline)."""
+    """The template as CloudFormation, as `sam deploy` would send it (SAM's transform applied offline); a copy
+    of its own for each caller."""
+    key = (hashlib.sha256(pickle.dumps(template.document)).digest(), region)
+    with _translated_lock:
+        translated = _translated.get(key)
+    if translated is None:
+        translated = pickle.dumps(_translate(template, region))
+        with _translated_lock:
+            _translated[key] = translated
+    return pickle.loads(translated)
+
+
+def _translate(template: Template, region: str) -> dict[str, Any]:
     from samtranslator.translator.transform import transform
 
     document = copy.deepcopy(template.document)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import pickle
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +83,27 @@ _add_short_form("!Ref", "Ref")
 _add_short_form("!Condition", "Condition")
 
 
+# Parsed templates by (path, modification time, size), pickled: every test deploys template.yaml, and a copy
+# from the pickle takes 0.2 ms where parsing the YAML takes 13.
+_parsed: dict[tuple[Path, int, int], bytes] = {}
+_parsed_lock = threading.Lock()
+
+
 def load_document(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as stream:
-        document = yaml.load(stream, Loader=_CfnLoader)  # a CSafeLoader subclass: no arbitrary objects
-    if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
-        raise TemplateError(f"{path}: not a CloudFormation template (no Resources mapping)")
-    return document
+    """The template's document, a copy of its own for each caller (callers may change it)."""
+    status = path.stat()
+    key = (path, status.st_mtime_ns, status.st_size)
+    with _parsed_lock:
+        parsed = _parsed.get(key)
+    if parsed is None:
+        with path.open(encoding="utf-8") as stream:
+            document = yaml.load(stream, Loader=_CfnLoader)  # a CSafeLoader subclass: no arbitrary objects
+        if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
+            raise TemplateError(f"{path}: not a CloudFormation template (no Resources mapping)")
+        parsed = pickle.dumps(document)
+        with _parsed_lock:
+            _parsed[key] = parsed
+    return pickle.loads(parsed)
 
 
 # --- Template --------------------------------------------------------------------------------------------------
