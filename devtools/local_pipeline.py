@@ -226,6 +226,16 @@ class LocalPipeline:
         assert found, f"no record {request_id}; records: {[r['requestId'] for r in self.records()]}"
         return found[0]
 
+    def wait_for_status(self, request_id: str, status: str, timeout: float = 30) -> dict[str, Any]:
+        """The request's record once it has `status` (while the stack keeps running, unlike drain())."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [r for r in self.records() if r["requestId"] == request_id]
+            if found and found[0].get("status") == status:
+                return found[0]
+            time.sleep(0.05)
+        raise AssertionError(f"{request_id} never reached {status}")
+
     def record_for_key(self, key: str) -> dict[str, Any]:
         found = [r for r in self.records() if (r.get("source") or {}).get("key") == key]
         assert len(found) == 1, f"{len(found)} records for {key}: {self.records()}"

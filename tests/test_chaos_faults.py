@@ -13,7 +13,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from devtools.emulator import GatewayEmulator
-from tests.plugins.pipeline import emulator_gateway, pipeline_parameters
+from tests.plugins.pipeline import Pipeline, emulator_gateway, pipeline_parameters
 
 FUNCTION = "SqsRequestFunction"
 NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})
@@ -283,13 +283,7 @@ def test_kill_points_stop_once_the_journal_holds_max_kills(deploy_stack, emulato
     wait_for_failed_invocation(stack)
     send(stack, {"requestId": "spared", "prompt": "hello"})  # its answer reaches the kill point too
 
-    table, key = stack.physical_id("ResultsTable"), {"requestId": {"S": "spared"}}
-    deadline = time.monotonic() + 60
-    while (item := stack.client("dynamodb").get_item(TableName=table, Key=key).get("Item")) is None or item[
-        "status"
-    ]["S"] != "COMPLETED":
-        assert time.monotonic() < deadline, f"spared never completed: {item}"
-        time.sleep(0.1)
+    Pipeline(stack, emulator).wait_for_status("spared", "COMPLETED", timeout=60)
     events = journal(journal_path)
     assert [e["requestId"] for e in events if e["event"] == "killed"] == ["killed"]
     assert "spared" in [e["requestId"] for e in events if e["event"] == "answered"]

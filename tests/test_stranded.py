@@ -15,7 +15,6 @@ from shared.poller import execution_name
 from shared.records import SWEEP_INDEX, RecordStore, Status, SweepPolicy
 from shared.stranded import fail_poller, sweep
 from shared.telemetry import Telemetry
-from tests.plugins.pipeline import Pipeline
 from tests.test_resilience import announced, events_queue
 from tests.test_tool_poller import executions_of, image_request
 
@@ -224,22 +223,12 @@ def test_a_poller_failure_never_touches_a_later_attempt(store):
 # --- on the deployed template --------------------------------------------------------------------------------
 
 
-def wait_for_status(pipeline: Pipeline, request_id: str, status: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = [r for r in pipeline.records() if r["requestId"] == request_id]
-        if found and found[0].get("status") == status:
-            return found[0]
-        time.sleep(0.05)
-    raise AssertionError(f"{request_id} never reached {status}")
-
-
 def test_an_aborted_poller_fails_its_request_and_a_rerun_polls_again_without_a_second_chat(pipeline):
     sqs, url = events_queue(pipeline)
     pipeline.emulator.config.execution_seconds = 4
     message = image_request("aborted")
     pipeline.send(message)
-    waiting = wait_for_status(pipeline, "aborted", "WAITING_FOR_TOOLS")
+    waiting = pipeline.wait_for_status("aborted", "WAITING_FOR_TOOLS")
     assert waiting["poller"] == execution_name("aborted", 1)
     [running] = executions_of(pipeline, "aborted")
     pipeline.stack.client("stepfunctions").stop_execution(
