@@ -15,11 +15,10 @@ import json
 import logging
 import os
 import pickle
-import threading
 from collections.abc import Mapping
 from typing import Any
 
-from devtools.embedded_aws.template import Resolver, Template, TemplateError
+from devtools.embedded_aws.template import Copies, Resolver, Template, TemplateError
 
 # Placeholders for the local paths the translator wants as S3 locations; only roles are read from its output.
 CODE_PLACEHOLDER = "s3://embedded-aws/code.zip"
@@ -34,23 +33,14 @@ class _NoManagedPolicyLookups:
         return {}
 
 
-# Translations by the template's document and the region, pickled: each deploy translates, the same template
-# nearly always (20 ms a translation, 0.2 ms a copy of one).
-_translated: dict[tuple[bytes, str], bytes] = {}
-_translated_lock = threading.Lock()
+_translated = Copies()  # by the template's document (its digest: a caller may have changed it) and region
 
 
 def translate(template: Template, region: str) -> dict[str, Any]:
     """The template as CloudFormation, as `sam deploy` would send it (SAM's transform applied offline); a copy
     of its own for each caller."""
     key = (hashlib.sha256(pickle.dumps(template.document)).digest(), region)
-    with _translated_lock:
-        translated = _translated.get(key)
-    if translated is None:
-        translated = pickle.dumps(_translate(template, region))
-        with _translated_lock:
-            _translated[key] = translated
-    return pickle.loads(translated)
+    return _translated.get(key, lambda: _translate(template, region))
 
 
 def _translate(template: Template, region: str) -> dict[str, Any]:
