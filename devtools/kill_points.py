@@ -97,12 +97,11 @@ class KillPoints:
         rate = self.rate(point)
         with self._lock:
             hit = rate > 0 and self._random.random() < rate
-        if hit and self._budget_spent():
+        if not hit or self._budget_spent():
             return
-        if hit:
-            self.journal("killed", point=point, **fields)
-            os.kill(os.getpid(), signal.SIGKILL)
-            time.sleep(60)  # the signal is delivered before this returns; never reached
+        self.journal("killed", point=point, **fields)
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)  # the signal is delivered before this returns; never reached
 
     def _budget_spent(self) -> bool:
         # Read at a hit only (a few dozen in a run). Two processes hitting at once may both pass: one over.
